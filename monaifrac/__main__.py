@@ -1,0 +1,5 @@
+import sys
+
+from monaifrac.cli import main
+
+sys.exit(main())

@@ -1,0 +1,152 @@
+"""The ``monaifrac`` command: parses arguments and calls one stage; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from monaifrac.data.cases import ON_ERROR_CHOICES, DataError
+from monaifrac.io import InputError
+
+
+def _cmd_prepare(args) -> int:
+    from monaifrac.data.prepare import prepare
+
+    report = prepare(args.fracatlas_dir, args.out, labelme=args.labelme, labelme_map=args.labelme_map,
+                     folds=args.folds, seed=args.seed, on_error=args.on_error, workers=args.workers,
+                     progress=not args.quiet)
+    summary = {k: report[k] for k in ("cases_written", "fractured", "non_fractured", "polygons", "sections",
+                                       "label_values", "films_per_second")}
+    summary["skipped"] = len(report["skipped"])
+    summary["warnings"] = len(report["warnings"])
+    summary["median_fracture_fraction"] = report["fracture_fraction_of_film"].get("median")
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {Path(args.out) / 'datalist.json'} and {Path(args.out) / 'prepare_report.json'}")
+    return 0
+
+
+def _cmd_synth(args) -> int:
+    from monaifrac.data.synth import make_synthetic_fracatlas
+
+    summary = make_synthetic_fracatlas(args.out_dir, n=args.n, seed=args.seed)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _cmd_preview(args) -> int:
+    from monaifrac.data.preview import write_previews
+
+    for path in write_previews(args.prepared_dir, n=args.n, ids=args.ids):
+        print(path)
+    return 0
+
+
+def _bundle_overrides(args, **named) -> dict:
+    from monaifrac.bundle import parse_overrides
+
+    overrides = {k: v for k, v in named.items() if v is not None}
+    overrides.update(parse_overrides(args.set))
+    return overrides
+
+
+def _cmd_train(args) -> int:
+    from monaifrac.bundle import run_bundle
+
+    configs = ["train"] + (["basic_unet"] if args.network == "basic_unet" else [])
+    run_bundle(configs, bundle_root=args.bundle_root,
+               **_bundle_overrides(args, dataset_dir=args.dataset_dir, max_epochs=args.epochs, fold=args.fold))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from monaifrac.bundle import run_bundle
+
+    configs = ["train", "evaluate"] + (["basic_unet"] if args.network == "basic_unet" else [])
+    run_bundle(configs, bundle_root=args.bundle_root,
+               **_bundle_overrides(args, dataset_dir=args.dataset_dir, eval_part=args.part, model_file=args.model))
+    return 0
+
+
+def _cmd_infer(args) -> int:
+    from monaifrac.bundle import run_bundle
+
+    configs = ["inference"] + (["basic_unet"] if args.network == "basic_unet" else [])
+    inputs = args.inputs[0] if len(args.inputs) == 1 else list(args.inputs)
+    run_bundle(configs, bundle_root=args.bundle_root,
+               **_bundle_overrides(args, input_files=inputs, output_dir=args.output_dir, model_file=args.model))
+    return 0
+
+
+def _add_bundle_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle-root", help="where models/ and eval/ are (default: the bundle of this repository)")
+    p.add_argument("--network", choices=("unet", "basic_unet"), default="unet",
+                   help="network definition (basic_unet adds configs/basic_unet.json)")
+    p.add_argument("--set", nargs="+", metavar="ID=VALUE", help="other config overrides, e.g. patch_size=[128,128]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="monaifrac", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="FracAtlas (and/or Labelme) folder → NIfTI pairs + datalist.json")
+    p.add_argument("fracatlas_dir", nargs="?", help="folder in the official FracAtlas layout")
+    p.add_argument("--out", required=True, help="output folder (created; files in it are replaced)")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds over training (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split of non-fractured films and of the folds")
+    p.add_argument("--on-error", choices=ON_ERROR_CHOICES, default="fail",
+                   help="fail: stop at the first bad file; skip: leave bad cases out and list them in the report")
+    p.add_argument("--labelme", help="folder of Labelme JSON files to import (merged by film id)")
+    p.add_argument("--labelme-map", help="JSON mapping of Labelme label names to classes, e.g. {\"bone\": 1}")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("synth", help="write a synthetic dataset in the FracAtlas layout")
+    p.add_argument("out_dir")
+    p.add_argument("--n", type=int, default=24)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("preview", help="PNG overlays of prepared cases (previews/<id>.png)")
+    p.add_argument("prepared_dir")
+    p.add_argument("--n", type=int, default=8, help="how many (fractured first) when no --ids")
+    p.add_argument("--ids", nargs="+", help="case ids to preview")
+    p.set_defaults(func=_cmd_preview)
+
+    p = sub.add_parser("train", help="train the bundle (configs/train.json)")
+    p.add_argument("dataset_dir", help="a folder written by `monaifrac prepare`")
+    p.add_argument("--epochs", type=int, help="max_epochs")
+    p.add_argument("--fold", type=int, help="cross-validation fold held out (-1: official split)")
+    _add_bundle_options(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate models/model.pt on a datalist part (configs/evaluate.json)")
+    p.add_argument("dataset_dir", help="a folder written by `monaifrac prepare`")
+    p.add_argument("--part", choices=("validation", "test", "train", "val"), help="datalist part (default validation)")
+    p.add_argument("--model", help="weights to evaluate (default <bundle-root>/models/model.pt)")
+    _add_bundle_options(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("infer", help="label maps and overlays for films (configs/inference.json)")
+    p.add_argument("inputs", nargs="+", help="a folder of films, or film files (JPG/PNG/DICOM/NIfTI)")
+    p.add_argument("--output-dir", required=True, help="where <stem>.png and <stem>_overlay.png go")
+    p.add_argument("--model", help="weights (default <bundle-root>/models/model.pt)")
+    _add_bundle_options(p)
+    p.set_defaults(func=_cmd_infer)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataError, InputError) as err:
+        print(f"monaifrac {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

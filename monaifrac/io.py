@@ -1,0 +1,330 @@
+"""Reading radiographs and writing outputs, in one pixel frame for every stage.
+
+The frame
+---------
+A film is read in its *displayed* orientation: the EXIF orientation tag of a JPG is
+applied, because FracAtlas draws its polygons on the displayed image (IMG0002628,
+IMG0002588). Colour films are reduced to one grey channel.
+
+Two array layouts appear in monaifrac, and this module is the only place that converts
+between them:
+
+* ``(H, W)`` row-major, as PIL, pycocotools and scikit-image see an image. The data stage
+  (masks, pseudo-labels) works in this layout.
+* ``(W, H)``, x first, as MONAI's PIL and ITK readers return 2D images ("reverse indexing").
+  Everything handed to MONAI is in this layout: the prepared NIfTI files, the arrays
+  :class:`RadiographReader` returns, and therefore every tensor in training and inference.
+  MONAI's writers transpose back, so a saved PNG has the film's own width and height.
+
+:func:`to_monai_frame` / :func:`from_monai_frame` are the two conversions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+RASTER_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+EXIF_ORIENTATION_TAG = 0x0112
+
+
+class InputError(ValueError):
+    """A file that cannot be used, with the file's path and the problem in plain words."""
+
+    def __init__(self, path: os.PathLike | str, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+@dataclass
+class ReadInfo:
+    """What was learnt while reading a film, beyond its pixels."""
+
+    exif_orientation: int = 1
+    truncated: bool = False
+    source_mode: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+def to_monai_frame(array_hw: np.ndarray) -> np.ndarray:
+    """(H, W) row-major → (W, H), the x-first layout MONAI's 2D readers return."""
+    return np.ascontiguousarray(np.swapaxes(array_hw, 0, 1))
+
+
+def from_monai_frame(array_wh: np.ndarray) -> np.ndarray:
+    """(W, H) → (H, W) row-major; the inverse of :func:`to_monai_frame`."""
+    return np.ascontiguousarray(np.swapaxes(array_wh, 0, 1))
+
+
+def suffix_of(path: os.PathLike | str) -> str:
+    name = str(path).lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+# PIL's switch for decoding truncated files is a module global; the lock keeps a reader
+# in another thread from seeing it flipped.
+_TRUNCATED_LOCK = threading.Lock()
+
+
+def _load_pil(path: Path):
+    from PIL import Image, ImageFile, UnidentifiedImageError
+
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    if size == 0:
+        raise InputError(path, "file is empty (0 bytes)")
+    try:
+        img = Image.open(path)
+    except UnidentifiedImageError:
+        raise InputError(path, "not an image file (no known image format in its bytes)") from None
+    except OSError as err:
+        raise InputError(path, f"cannot open image: {err}") from None
+    truncated = False
+    try:
+        img.load()
+    except OSError as err:
+        if "truncated" not in str(err):
+            raise InputError(path, f"cannot decode image: {err}") from None
+        # The 59 short FracAtlas JPGs decode but for their last bytes: keep them, and say so.
+        with _TRUNCATED_LOCK:
+            ImageFile.LOAD_TRUNCATED_IMAGES = True
+            try:
+                img = Image.open(path)
+                img.load()
+            except OSError as err2:
+                raise InputError(path, f"truncated image that cannot be recovered: {err2}") from None
+            finally:
+                ImageFile.LOAD_TRUNCATED_IMAGES = False
+        truncated = True
+    except (ValueError, SyntaxError) as err:  # PIL raises these for some corrupt headers
+        raise InputError(path, f"cannot decode image: {err}") from None
+    return img, truncated
+
+
+def _pil_to_grey(img) -> np.ndarray:
+    """One grey channel; 16-bit and float films keep their depth."""
+    if img.mode in ("I;16", "I;16B", "I;16L"):
+        return np.asarray(img, dtype=np.uint16)
+    if img.mode in ("I", "F"):
+        return np.asarray(img, dtype=np.float32 if img.mode == "F" else np.int32)
+    return np.asarray(img.convert("L"), dtype=np.uint8)
+
+
+def read_raster(path: os.PathLike | str) -> tuple[np.ndarray, ReadInfo]:
+    """Read a JPG/PNG/BMP/TIFF film as one grey channel in its displayed orientation.
+
+    Returns:
+        ``(array, info)``: array of shape (H, W) (row-major, display frame), dtype uint8 for
+        8-bit films, uint16 for 16-bit PNG/TIFF; ``info`` carries the EXIF orientation that
+        was applied and whether the file was truncated (decoded with its tail missing).
+
+    Raises:
+        InputError: empty, missing, non-image or undecodable file.
+    """
+    from PIL import ImageOps
+
+    path = Path(path)
+    img, truncated = _load_pil(path)
+    info = ReadInfo(truncated=truncated, source_mode=img.mode)
+    try:
+        info.exif_orientation = int(img.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)
+    except Exception:  # a broken EXIF block is not a broken image
+        info.warnings.append("unreadable EXIF block ignored")
+    if info.exif_orientation != 1:
+        img = ImageOps.exif_transpose(img)
+    if truncated:
+        info.warnings.append("truncated file: decoded with its last bytes missing")
+    return _pil_to_grey(img), info
+
+
+def read_dicom(path: os.PathLike | str) -> tuple[np.ndarray, ReadInfo]:
+    """Read a 2D DICOM radiograph with ITK as (H, W), inverting MONOCHROME1 so bone is bright.
+
+    ITK returns a 2D DICOM as a volume with one slice; that slice is taken.
+    """
+    import itk
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise InputError(path, "file is empty (0 bytes)")
+    try:
+        image = itk.imread(str(path))
+    except Exception as err:  # ITK raises RuntimeError with a C++ trace; keep the gist
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(path, f"cannot read DICOM: {first}") from None
+    array = np.asarray(itk.array_view_from_image(image)).copy()
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim == 3 and array.shape[-1] in (3, 4):  # RGB secondary capture
+        array = array[..., :3].mean(axis=-1)
+    if array.ndim != 2:
+        raise InputError(path, f"not a 2D radiograph (pixel array of shape {array.shape})")
+    info = ReadInfo(source_mode="DICOM")
+    meta = dict(image) if hasattr(image, "keys") else {}
+    photometric = str(meta.get("0028|0004", "")).strip().upper()
+    if photometric == "MONOCHROME1":
+        array = array.max() + array.min() - array
+        info.warnings.append("MONOCHROME1 inverted so that bone is bright")
+    return array, info
+
+
+def read_radiograph(path: os.PathLike | str) -> tuple[np.ndarray, ReadInfo]:
+    """Read any supported film (raster or DICOM) as (H, W) grey in its displayed frame."""
+    suffix = suffix_of(path)
+    if suffix in RASTER_SUFFIXES:
+        return read_raster(path)
+    if suffix in DICOM_SUFFIXES:
+        return read_dicom(path)
+    raise InputError(path, f"unsupported file type {suffix!r} (expected one of {RASTER_SUFFIXES + DICOM_SUFFIXES})")
+
+
+try:  # the reader class needs MONAI; the data stage alone does not
+    from monai.data.image_reader import ImageReader
+except ImportError:  # pragma: no cover
+    ImageReader = object  # type: ignore[misc,assignment]
+
+
+class RadiographReader(ImageReader):
+    """MONAI image reader for X-ray films: EXIF applied, one grey channel, x-first (W, H).
+
+    Use it in ``LoadImaged(reader="monaifrac.io.RadiographReader")``. It accepts JPG/PNG/BMP/
+    TIFF and DICOM; for other files (NIfTI) ``LoadImage`` falls back to its own readers, which
+    already return the prepared NIfTI files in the same frame. The array it returns for a JPG
+    equals the image that ``monaifrac prepare`` writes for that JPG.
+    """
+
+    suffixes: Sequence[str] = RASTER_SUFFIXES + DICOM_SUFFIXES
+
+    def verify_suffix(self, filename) -> bool:
+        names = filename if isinstance(filename, (list, tuple)) else [filename]
+        return all(suffix_of(n) in self.suffixes for n in names)
+
+    def read(self, data, **kwargs):
+        names = data if isinstance(data, (list, tuple)) else [data]
+        films = [(str(n), *read_radiograph(n)) for n in names]
+        return films if len(films) > 1 else films[0]
+
+    def get_data(self, img) -> tuple[np.ndarray, dict]:
+        films = img if isinstance(img, list) else [img]
+        arrays = []
+        for _name, array_hw, _info in films:
+            arrays.append(to_monai_frame(array_hw))
+        _name, _array, info = films[0]
+        meta = {
+            "spatial_shape": np.asarray(arrays[0].shape),
+            "original_channel_dim": float("nan") if len(arrays) == 1 else 0,
+            "exif_orientation": info.exif_orientation,
+            "truncated": info.truncated,
+        }
+        data = arrays[0] if len(arrays) == 1 else np.stack(arrays, axis=0)
+        return data, meta
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+@contextlib.contextmanager
+def atomic_path(path: os.PathLike | str) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
+
+    The temporary name keeps the final suffix (``.nii.gz``, ``.png``) because writers pick
+    the format from it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix_of(path) or ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(path: os.PathLike | str, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: os.PathLike | str, obj) -> None:
+    import json
+
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_nifti(path: os.PathLike | str, array_wh: np.ndarray) -> None:
+    """Write a 2D array already in the MONAI (W, H) frame as NIfTI, identity affine (1 mm pixels).
+
+    Image and label of a case are written by this one function, so they share array
+    orientation and affine and ``LoadImage`` returns them with the same shape.
+    """
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.asarray(array_wh), affine=np.eye(4))
+    img.header.set_xyzt_units("mm")
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+
+
+def read_nifti(path: os.PathLike | str) -> np.ndarray:
+    """Read a prepared 2D NIfTI back as its (W, H) array, raising InputError on a bad file."""
+    import nibabel as nib
+
+    try:
+        return np.asanyarray(nib.load(str(path)).dataobj)
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except Exception as err:
+        raise InputError(path, f"cannot read NIfTI: {err}") from None
+
+
+def write_png(path: os.PathLike | str, array_hw: np.ndarray) -> None:
+    """Write an (H, W) grey or (H, W, 3) RGB uint8 array as PNG, atomically."""
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(array_hw)).save(tmp, format="PNG")
+
+
+try:
+    from monai.data import PILWriter as _PILWriter
+except ImportError:  # pragma: no cover
+    _PILWriter = object  # type: ignore[misc,assignment]
+
+
+class AtomicPILWriter(_PILWriter):
+    """MONAI's PIL writer, but the file appears only once complete (temporary file + rename).
+
+    Use it as ``SaveImaged(writer="monaifrac.io.AtomicPILWriter")``.
+    """
+
+    def write(self, filename, verbose: bool = False, **kwargs):
+        with atomic_path(filename) as tmp:
+            super().write(str(tmp), verbose=verbose, **kwargs)
