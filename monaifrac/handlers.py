@@ -34,10 +34,10 @@ def _first_item(engine: Engine, key: str):
 class OverlayImageHandler:
     """Log image+label and image+prediction overlays of one validation film to TensorBoard.
 
-    After each evaluator run, the first film of the last batch is drawn twice, ground truth
-    and prediction, side by side, with :func:`monaifrac.visualize.overlay` (bone blue,
-    fracture red). The step is the evaluator's epoch, which MONAI's ``ValidationHandler``
-    sets to the trainer's.
+    After each evaluator run, the first film of its first batch (the first validation film,
+    the same one every epoch) is drawn twice, ground truth and prediction, side by side, with
+    :func:`monaifrac.visualize.overlay` (bone blue, fracture red). The step is the
+    evaluator's epoch, which MONAI's ``ValidationHandler`` sets to the trainer's.
 
     Args:
         summary_writer: a ``torch.utils.tensorboard.SummaryWriter``.
@@ -47,12 +47,27 @@ class OverlayImageHandler:
     def __init__(self, summary_writer, tag: str = "val_overlay"):
         self.writer = summary_writer
         self.tag = tag
+        self._first: dict | None = None
 
     def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._capture)
         engine.add_event_handler(Events.COMPLETED, self)
 
+    def _reset(self, engine: Engine) -> None:
+        self._first = None
+
+    def _capture(self, engine: Engine) -> None:
+        """Keep the first film of the run's first batch (the engine's output moves on)."""
+        if self._first is None:
+            items = {k: _first_item(engine, k) for k in ("image", "label", "pred")}
+            self._first = {k: None if v is None else v.clone() for k, v in items.items()}
+
     def __call__(self, engine: Engine) -> None:
-        image, label, pred = (_first_item(engine, k) for k in ("image", "label", "pred"))
+        first, self._first = self._first, None
+        if first is None:  # called without attach(): the first film of the engine's last output
+            first = {k: _first_item(engine, k) for k in ("image", "label", "pred")}
+        image, label, pred = first["image"], first["label"], first["pred"]
         if image is None or pred is None or self.writer is None:
             return
         grey = from_monai_frame(image[0].numpy())
@@ -141,3 +156,9 @@ class TrainingStateLoader(CheckpointLoader):
     def attach(self, engine: Engine) -> None:
         self.load_dict["trainer"] = engine
         super().attach(engine)
+
+    def __call__(self, engine: Engine) -> None:
+        super().__call__(engine)
+        # ignite has already logged "resuming from iteration 0, epoch 0" before the load; say where it really is
+        self.logger.info(f"Resuming training from epoch {engine.state.epoch} (iteration {engine.state.iteration}) "
+                         f"saved in {self.load_path}; running to epoch {engine.state.max_epochs}")

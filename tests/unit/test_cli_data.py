@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FILM_H, FILM_W, FRACTURE_BOXES, hidden_or_temp_files
+from tests.conftest import FILM_H, FILM_W, FRACTURE_BOXES, hidden_or_temp_files
 from monaifrac.cli import main
 from monaifrac.io import from_monai_frame
 

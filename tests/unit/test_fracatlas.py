@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ALL_IDS, FILM_H, FILM_W, FRACTURE_BOXES, FRACTURED_IDS, SPLIT_REL, box_polygon
+from tests.conftest import ALL_IDS, FILM_H, FILM_W, FRACTURE_BOXES, FRACTURED_IDS, SPLIT_REL, box_polygon
 from monaifrac.data.cases import DataError
 from monaifrac.data.fracatlas import default_fracatlas_dir, is_fracatlas_dir, read_fracatlas
 from monaifrac.data.masks import FRACTURE

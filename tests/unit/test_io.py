@@ -7,7 +7,7 @@ import pytest
 from monai.transforms import LoadImage
 from PIL import Image
 
-from conftest import jpeg_bytes, save_image, stored_for_orientation
+from tests.conftest import jpeg_bytes, save_image, stored_for_orientation
 from monaifrac.io import (
     InputError,
     RadiographReader,

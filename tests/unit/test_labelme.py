@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import FILM_H, FILM_W, draw_film, save_image, stored_for_orientation
+from tests.conftest import FILM_H, FILM_W, draw_film, save_image, stored_for_orientation
 from monaifrac.cli import main
 from monaifrac.data.cases import DataError
 from monaifrac.data.labelme import DEFAULT_MAPPING, merge_cases, read_labelme, read_mapping

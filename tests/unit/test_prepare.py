@@ -12,7 +12,7 @@ import pytest
 from monai.transforms import LoadImage
 from PIL import Image
 
-from conftest import (
+from tests.conftest import (
     ALL_IDS,
     FILM_H,
     FILM_W,

@@ -1,0 +1,139 @@
+"""The bundle as model-zoo CI checks it (verify_metadata, verify_net_in_out, ConfigWorkflow
+properties) and the consistency of train.json with inference.json."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.integration.conftest import (BASIC_UNET_JSON, EVALUATE_JSON, INFERENCE_JSON, METADATA_JSON, REPO, SCHEMA_JSON,
+                                 TRAIN_JSON, bundle_cmd, check_rc, run_cmd)
+
+pytestmark = pytest.mark.slow
+
+PERCENTILE_ARGS = ("lower", "upper", "b_min", "b_max", "clip", "relative", "channel_wise", "dtype")
+
+
+def parser_of(*names: str):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(REPO / n) for n in names])
+    return parser
+
+
+def only(items: list[dict], target: str) -> dict:
+    found = [t for t in items if t.get("_target_") == target]
+    assert len(found) == 1, (target, items)
+    return found[0]
+
+
+def test_verify_metadata_with_the_shipped_schema():
+    log = check_rc(run_cmd(bundle_cmd("verify_metadata", "--meta_file", METADATA_JSON, "--filepath", SCHEMA_JSON)))
+    assert "metadata is verified with no error" in log
+
+
+def test_verify_metadata_rejects_metadata_without_network_data_format(tmp_path):
+    from monai.bundle import verify_metadata
+
+    meta = json.loads((REPO / METADATA_JSON).read_text())
+    del meta["network_data_format"]
+    broken = tmp_path / "metadata.json"
+    broken.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="network_data_format"):
+        verify_metadata(meta_file=str(broken), filepath=str(REPO / SCHEMA_JSON))
+
+
+def test_verify_net_in_out():
+    log = check_rc(run_cmd(bundle_cmd("verify_net_in_out", "--net_id", "network_def", "--meta_file", METADATA_JSON,
+                                      "--config_file", INFERENCE_JSON)))
+    assert "data shape of network is verified with no error" in log
+
+
+def test_verify_net_in_out_with_basic_unet(monkeypatch):
+    """The same verb with ``basic_unet.json`` added (a list of configs), in this process."""
+    import monai.networks.nets as nets
+    from monai.bundle import verify_net_in_out
+
+    built = []
+    original = nets.BasicUNet.__init__
+
+    def spy(self, *args, **kwargs):
+        built.append(kwargs)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(nets.BasicUNet, "__init__", spy)
+    verify_net_in_out(net_id="network_def", meta_file=str(REPO / METADATA_JSON),
+                      config_file=[str(REPO / INFERENCE_JSON), str(REPO / BASIC_UNET_JSON)])
+    features = json.loads((REPO / BASIC_UNET_JSON).read_text())["network_def"]["features"]
+    assert len(built) >= 1 and built[0]["features"] == features  # the network that was checked
+
+
+def test_network_def_is_the_same_for_training_and_inference():
+    train, infer = parser_of(TRAIN_JSON), parser_of(INFERENCE_JSON)
+    assert train.get("network_def") == infer.get("network_def")
+    assert train.get("patch_size") == infer.get("patch_size")
+    # the basic_unet variant replaces network_def in both the same way
+    assert parser_of(TRAIN_JSON, BASIC_UNET_JSON).get("network_def") == \
+        parser_of(INFERENCE_JSON, BASIC_UNET_JSON).get("network_def") != train.get("network_def")
+    for key in ("_target_", "sw_batch_size", "overlap", "mode"):
+        assert train.get("validate#inferer").get(key) == infer.get("inferer").get(key), key
+
+
+def test_intensity_scaling_is_the_same_for_training_and_inference():
+    train, infer = parser_of(TRAIN_JSON), parser_of(INFERENCE_JSON)
+    train_args = only(train.get("train#deterministic_transforms"), "ScaleIntensityRangePercentilesd")
+    infer_args = only(infer.get("preprocessing#transforms"), "ScaleIntensityRangePercentilesd")
+    assert {k: train_args.get(k) for k in PERCENTILE_ARGS} == {k: infer_args.get(k) for k in PERCENTILE_ARGS}
+    assert train_args["lower"] == 0.5 and train_args["upper"] == 99.5  # the values metadata.json documents
+
+
+@pytest.mark.parametrize("stem", ["IMG0000003", "IMG0000004", "IMG0000002"], ids=["exif8", "exif6", "plain"])
+def test_inference_preprocessing_of_a_jpg_equals_validation_preprocessing_of_its_nifti(prepared, stem):
+    from monaifrac.data.synth import plan_images
+
+    spec = next(s for s in plan_images(16) if s.stem == stem)
+    jpg = prepared.atlas / "images" / ("Fractured" if spec.fractured else "Non_fractured") / f"{stem}.jpg"
+    validate = parser_of(TRAIN_JSON).get_parsed_content("validate#preprocessing")
+    infer = parser_of(INFERENCE_JSON).get_parsed_content("preprocessing")
+    from_nifti = validate({"image": str(prepared.dataset_dir / "images" / f"{stem}.nii.gz"),
+                           "label": str(prepared.dataset_dir / "labels" / f"{stem}.nii.gz")})["image"]
+    from_jpg = infer({"image": str(jpg)})["image"]
+    assert tuple(from_jpg.shape) == tuple(from_nifti.shape) == (1, spec.width, spec.height)
+    assert from_jpg.dtype == from_nifti.dtype == torch.float32
+    assert float((torch.as_tensor(from_jpg) - torch.as_tensor(from_nifti)).abs().max()) <= 1e-6
+    assert float(from_jpg.min()) == 0.0 and float(from_jpg.max()) == 1.0
+    assert np.ptp(np.asarray(from_jpg)) > 0.5
+
+
+@pytest.mark.parametrize("workflow_type, configs", [
+    ("train", [TRAIN_JSON]),
+    ("train", [TRAIN_JSON, EVALUATE_JSON]),
+    ("infer", [INFERENCE_JSON]),
+], ids=["train", "train+evaluate", "infer"])
+def test_config_workflow_has_every_required_property(workflow_type, configs, trained, tmp_path):
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(
+        workflow_type=workflow_type,
+        config_file=[str(REPO / c) for c in configs],
+        meta_file=str(REPO / METADATA_JSON),
+        logging_file=False,
+        bundle_root=str(trained.bundle_root),
+        dataset_dir=str(trained.prepared.dataset_dir),
+        input_dir=str(trained.prepared.dataset_dir / "images"),
+        output_dir=str(tmp_path / "out"),
+        patch_size=[64, 64],
+        num_workers=0,
+        cache_rate=0.0,
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    assert workflow.bundle_root == str(trained.bundle_root)
+    if workflow_type == "train":
+        assert workflow.max_epochs == 100 and len(workflow.train_dataset_data) > 0
+    else:
+        assert workflow.network_def is not None

@@ -1,0 +1,91 @@
+"""``python -m monai.bundle run --config_file "['bundle/configs/train.json','bundle/configs/evaluate.json']"``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.integration.conftest import EVALUATE_JSON, TRAIN_JSON, bundle_cmd, check_rc, run_cmd
+
+pytestmark = pytest.mark.slow
+
+REQUIRED = ("val_fracture_dice", "val_fracture_dice_mean", "val_fracture_dice_pos", "val_fracture_iou",
+            "val_fracture_hd95", "val_bone_dice", "val_bone_iou", "val_bone_hd95")
+PER_FILM = ("val_fracture_dice_mean", "val_fracture_dice_pos", "val_fracture_hd95", "val_bone_dice_mean",
+            "val_bone_hd95")
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained, tmp_path_factory):
+    """Evaluate the trained ``model.pt`` from a bundle root of its own (the shared one stays as trained)."""
+    from monaifrac.datalist import load_split
+
+    bundle_root = tmp_path_factory.mktemp("evaluated")
+    (bundle_root / "models").mkdir()
+    shutil.copy(trained.bundle_root / "models" / "model.pt", bundle_root / "models" / "model.pt")
+    log = check_rc(run_cmd(bundle_cmd("run", "--config_file", f"['{TRAIN_JSON}','{EVALUATE_JSON}']",
+                                      "--dataset_dir", str(trained.prepared.dataset_dir),
+                                      "--bundle_root", str(bundle_root),
+                                      "--patch_size", "[64,64]", "--num_workers", "0")))
+    items = load_split(trained.prepared.dataset_dir, "validation")
+    return bundle_root, log, items
+
+
+def raw_rows(path) -> dict[str, float]:
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    names = [r["filename"] for r in rows]
+    assert len(names) == len(set(names)), f"a film appears twice in {path}"
+    return {r["filename"]: float(r["mean"]) for r in rows}
+
+
+def test_metrics_json(evaluated, trained):
+    bundle_root, _, items = evaluated
+    films = [d["image"] for d in items]
+    report = json.loads((bundle_root / "eval" / "metrics.json").read_text())
+    metrics = report["metrics"]
+    assert set(REQUIRED) <= set(metrics), metrics
+    assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values()), metrics
+    assert report["films"] == len(films) == len(trained.prepared.section("validation"))
+    assert report["part"] == "validation" and report["fold"] == -1
+    assert report["model"] == str(bundle_root / "models" / "model.pt")
+    for name in ("val_fracture_dice", "val_fracture_dice_mean", "val_fracture_dice_pos", "val_bone_dice"):
+        assert 0.0 <= metrics[name] <= 1.0, name
+    assert metrics["val_fracture_hd95"] >= 0 and metrics["val_bone_hd95"] >= 0
+    assert not list((bundle_root / "eval").glob(".*"))  # written atomically: no temporary file left
+
+
+def test_evaluates_the_best_checkpoint(evaluated, trained):
+    """model.pt is the epoch with the best val_fracture_dice; evaluating it gives that value again."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    bundle_root, _, _ = evaluated
+    metrics = json.loads((bundle_root / "eval" / "metrics.json").read_text())["metrics"]
+    acc = EventAccumulator(str(trained.bundle_root / "eval"), size_guidance={"scalars": 0})
+    acc.Reload()
+    best = max(e.value for e in acc.Scalars("val_fracture_dice"))
+    assert metrics["val_fracture_dice"] == pytest.approx(best, rel=1e-5, abs=1e-7)
+
+
+def test_per_film_csvs_agree_with_the_aggregates(evaluated):
+    bundle_root, _, items = evaluated
+    films = [d["image"] for d in items]
+    fractured = sorted(d["image"] for d in items if d["fractured"])
+    assert 0 < len(fractured) < len(films)  # the synthetic validation section has both kinds
+    metrics = json.loads((bundle_root / "eval" / "metrics.json").read_text())["metrics"]
+    for name in PER_FILM:
+        rows = raw_rows(bundle_root / "eval" / f"{name}_raw.csv")
+        assert sorted(rows) == sorted(films), name
+        values = np.array(list(rows.values()))
+        if name.endswith("_pos"):
+            # films without a fracture are left out by design (NaN in the per-film file), never averaged in
+            assert sorted(d for d in films if not np.isnan(rows[d])) == fractured
+            assert metrics[name] == pytest.approx(float(np.nanmean(values)), abs=1e-5)
+        else:
+            assert not np.isnan(values).any(), name
+            assert metrics[name] == pytest.approx(float(values.mean()), rel=1e-5, abs=1e-5), name

@@ -1,0 +1,173 @@
+"""``inference.json`` on a folder of mixed films, on a list of files, and ``ckpt_export`` of the model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.integration.conftest import INFERENCE_JSON, METADATA_JSON, N_FILMS, REPO, bundle_cmd, check_rc, run_cmd
+
+pytestmark = pytest.mark.slow
+
+ROTATED = "IMG0000003"  # stored rotated, EXIF orientation 8 (see monaifrac.data.synth.plan_images)
+
+
+def synth_spec(stem: str):
+    from monaifrac.data.synth import plan_images
+
+    return next(s for s in plan_images(N_FILMS) if s.stem == stem)
+
+
+def displayed_jpg(prepared, stem: str) -> np.ndarray:
+    """The film as a viewer shows it (H, W), from the synthetic atlas."""
+    from PIL import ImageOps
+
+    spec = synth_spec(stem)
+    path = prepared.atlas / "images" / ("Fractured" if spec.fractured else "Non_fractured") / f"{stem}.jpg"
+    return np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("L"))
+
+
+@pytest.fixture(scope="module")
+def inputs(prepared, tmp_path_factory):
+    """A folder of good films of every kind plus two bad files; returns (folder, {stem: (W, H)})."""
+    import itk
+
+    from monaifrac.io import to_monai_frame, write_nifti
+
+    folder = tmp_path_factory.mktemp("films")
+    expected = {}
+    for stem in (ROTATED, "IMG0000004", "IMG0000002"):  # orientation 8, orientation 6, none
+        spec = synth_spec(stem)
+        src = prepared.atlas / "images" / ("Fractured" if spec.fractured else "Non_fractured") / f"{stem}.jpg"
+        shutil.copy(src, folder / f"{stem}.jpg")
+        expected[stem] = (spec.width, spec.height)
+    stored = Image.open(folder / f"{ROTATED}.jpg").size
+    assert stored == expected[ROTATED][::-1], "the EXIF case must be stored rotated for the test to mean anything"
+
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((70, 90)) * 255).astype(np.uint8)).save(folder / "plain.png")
+    expected["plain"] = (90, 70)
+    deep = Image.fromarray((rng.random((80, 100)) * 60000).astype(np.uint16))
+    deep.save(folder / "deep16.png")
+    assert Image.open(folder / "deep16.png").mode.startswith("I;16")
+    expected["deep16"] = (100, 80)
+    film_wh = (rng.random((72, 96)) * 255).astype(np.uint8)  # (H, W) = (72, 96) in the display frame
+    write_nifti(folder / "film.nii.gz", to_monai_frame(film_wh))  # stored as a (W, H) = (96, 72) array
+    expected["film"] = (96, 72)
+    dicom_hw = (rng.random((66, 88)) * 4000).astype(np.uint16)
+    itk.imwrite(itk.image_from_array(dicom_hw), str(folder / "scan.dcm"))
+    expected["scan"] = (88, 66)
+
+    (folder / "bad.jpg").write_text("this is a text file, not a radiograph\n")
+    (folder / "empty.png").write_bytes(b"")
+    return folder, expected
+
+
+def check_outputs(out: Path, expected: dict[str, tuple[int, int]]) -> None:
+    names = sorted(p.name for p in out.iterdir())
+    wanted = sorted([f"{s}.png" for s in expected] + [f"{s}_overlay.png" for s in expected]
+                    + ["inference_report.json"])
+    assert names == wanted  # one label map and one overlay per film, nothing else (no temporary file)
+    for stem, size in expected.items():
+        label = Image.open(out / f"{stem}.png")
+        assert label.mode == "L" and label.size == size, (stem, label.mode, label.size, size)
+        values = np.asarray(label)
+        assert values.dtype == np.uint8 and set(np.unique(values)) <= {0, 1, 2}, (stem, np.unique(values))
+        picture = Image.open(out / f"{stem}_overlay.png")
+        assert picture.mode == "RGB" and picture.size == size, (stem, picture.mode, picture.size)
+
+
+@pytest.fixture(scope="module")
+def folder_run(trained, inputs, tmp_path_factory):
+    folder, expected = inputs
+    out = tmp_path_factory.mktemp("inferred")
+    log = check_rc(run_cmd(bundle_cmd("run", "--config_file", INFERENCE_JSON, "--input_dir", str(folder),
+                                      "--output_dir", str(out), "--bundle_root", str(trained.bundle_root),
+                                      "--patch_size", "[64,64]")))
+    return out, expected, log
+
+
+def test_one_label_map_and_overlay_per_good_film(folder_run):
+    out, expected, _ = folder_run
+    check_outputs(out, expected)
+
+
+def test_report_lists_the_bad_files(folder_run, inputs):
+    out, expected, _ = folder_run
+    folder, _ = inputs
+    report = json.loads((out / "inference_report.json").read_text())
+    rejected = {Path(r["file"]).name: r["problem"] for r in report["rejected"]}
+    assert set(rejected) == {"bad.jpg", "empty.png"}
+    assert all(isinstance(p, str) and p for p in rejected.values())
+    assert "empty" in rejected["empty.png"]
+    assert sorted(Path(f).name for f in report["films"]) == sorted(
+        p.name for p in folder.iterdir() if p.name not in ("bad.jpg", "empty.png"))
+
+
+def test_rotated_film_is_labelled_in_its_displayed_frame(folder_run, prepared):
+    """The overlay of the EXIF-rotated JPG shows the film as displayed, not flipped or turned.
+
+    Within one class the overlay is an affine function of the grey film (colour blended with a
+    fixed alpha), so its green channel correlates with the displayed film pixel by pixel.
+    """
+    out, _, _ = folder_run
+    shown = displayed_jpg(prepared, ROTATED).astype(np.float64)
+    rgb = np.asarray(Image.open(out / f"{ROTATED}_overlay.png")).astype(np.float64)
+    label = np.asarray(Image.open(out / f"{ROTATED}.png"))
+    assert rgb.shape[:2] == label.shape == shown.shape
+    largest = np.bincount(label.ravel()).argmax()
+    outline = np.all(rgb == [255, 40, 40], axis=-1)  # fracture outline drawn at full strength
+    region = (label == largest) & ~outline
+    assert region.sum() > 1000
+
+    def corr(film):
+        return float(np.corrcoef(rgb[..., 1][region], film[region])[0, 1])
+
+    assert corr(shown) > 0.98
+    for wrong in (np.flipud(shown), np.fliplr(shown), np.rot90(shown, 2)):
+        assert corr(wrong) < corr(shown) - 0.2
+
+
+def test_input_files_as_a_list(trained, inputs, tmp_path):
+    folder, expected = inputs
+    out = tmp_path / "listed"
+    files = [str(folder / f"{ROTATED}.jpg"), str(folder / "plain.png")]
+    check_rc(run_cmd(bundle_cmd("run", "--config_file", INFERENCE_JSON, "--input_files", repr(files),
+                                "--output_dir", str(out), "--bundle_root", str(trained.bundle_root),
+                                "--patch_size", "[64,64]")))
+    check_outputs(out, {ROTATED: expected[ROTATED], "plain": expected["plain"]})
+
+
+def test_ckpt_export_matches_the_eager_network(trained, tmp_path):
+    from monai.bundle import ConfigParser
+
+    models = trained.bundle_root / "models"
+    ts_path = models / "model.ts"
+    check_rc(run_cmd(bundle_cmd("ckpt_export", "network_def", "--filepath", str(ts_path),
+                                "--ckpt_file", str(models / "model.pt"), "--meta_file", METADATA_JSON,
+                                "--config_file", INFERENCE_JSON, "--bundle_root", str(trained.bundle_root))))
+    extra = {"metadata.json": ""}
+    scripted = torch.jit.load(str(ts_path), map_location="cpu", _extra_files=extra)
+    assert json.loads(extra["metadata.json"])["version"] == json.loads((REPO / METADATA_JSON).read_text())["version"]
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / INFERENCE_JSON))
+    eager = parser.get_parsed_content("network_def")
+    eager.load_state_dict(torch.load(models / "model.pt", map_location="cpu", weights_only=True))
+    eager.eval()
+    scripted.eval()
+    x = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, got = eager(x), scripted(x)
+    assert got.shape == want.shape == (1, 3, 64, 64)
+    assert (got - want).abs().max().item() < 1e-5
+    fresh = parser.get_parsed_content("network_def", lazy=False).eval()
+    assert fresh is not eager
+    with torch.no_grad():  # and the exported weights are the trained ones, not a fresh network's
+        assert (fresh(x) - want).abs().max().item() > 1e-3

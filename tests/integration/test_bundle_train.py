@@ -1,0 +1,159 @@
+"""``python -m monai.bundle run --config_file bundle/configs/train.json ...`` and resuming it.
+
+The run itself is the session fixture ``trained`` (2 epochs on 16 synthetic films); the tests
+read what it left in ``<bundle_root>/models`` and ``<bundle_root>/eval``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.integration.conftest import REPO, SMALL, TRAIN_EPOCHS, TRAIN_JSON, bundle_cmd, check_rc, run_cmd
+
+pytestmark = pytest.mark.slow
+
+VAL_SCALARS = ("val_fracture_dice", "val_bone_dice", "val_fracture_hd95", "val_fracture_iou")
+
+
+def event_accumulator(folder: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    return acc
+
+
+def val_items(trained) -> list[dict]:
+    from monaifrac.datalist import load_split
+
+    return load_split(trained.prepared.dataset_dir, "val")
+
+
+def val_images(trained) -> list[str]:
+    return [item["image"] for item in val_items(trained)]
+
+
+def read_rows(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def unet_state_keys() -> set[str]:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / TRAIN_JSON))
+    return set(parser.get_parsed_content("network_def").state_dict())
+
+
+def test_best_model_and_full_state_checkpoint(trained):
+    models = trained.bundle_root / "models"
+    weights = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
+    assert set(weights) == unet_state_keys()  # a state dict of network_def, loadable as is
+    state = torch.load(models / "checkpoint_final.pt", map_location="cpu", weights_only=False)
+    assert {"model", "optimizer", "lr_scheduler", "trainer"} <= set(state)
+    trainer = state["trainer"]
+    assert trainer["iteration"] == TRAIN_EPOCHS * trainer["epoch_length"]  # trainer state at the end of epoch 2
+    assert trainer["max_epochs"] == TRAIN_EPOCHS
+    # the optimiser took one step per iteration: its state is the real one, not a fresh optimiser's
+    steps = {float(s["step"]) for s in state["optimizer"]["state"].values()}
+    assert steps == {float(trainer["iteration"])}
+    assert set(state["model"]) == set(weights)
+    assert not list(trained.bundle_root.glob("**/*.tmp"))
+
+
+def test_tensorboard_scalars(trained):
+    acc = event_accumulator(trained.bundle_root / "eval")
+    scalars = set(acc.Tags()["scalars"])
+    assert {"train_loss", "lr", *VAL_SCALARS} <= scalars, scalars
+    for tag in VAL_SCALARS:
+        events = acc.Scalars(tag)
+        assert [e.step for e in events] == list(range(1, TRAIN_EPOCHS + 1)), tag
+        assert all(np.isfinite(e.value) for e in events), tag
+    assert [e.step for e in acc.Scalars("lr")] == list(range(1, TRAIN_EPOCHS + 1))
+    assert all(0 <= e.value <= 1 for e in acc.Scalars("val_fracture_dice"))
+    losses = acc.Scalars("train_loss")
+    assert len(losses) >= TRAIN_EPOCHS and all(np.isfinite(e.value) and e.value > 0 for e in losses)
+
+
+def test_tensorboard_overlay_is_truth_and_prediction_of_the_first_validation_film(trained):
+    from monai.bundle import ConfigParser
+
+    from monaifrac.io import from_monai_frame
+    from monaifrac.visualize import overlay
+
+    acc = event_accumulator(trained.bundle_root / "eval")
+    assert "val_overlay" in acc.Tags()["images"]
+    images = acc.Images("val_overlay")
+    assert [e.step for e in images] == list(range(1, TRAIN_EPOCHS + 1))
+
+    first = val_items(trained)[0]
+    parser = ConfigParser()
+    parser.read_config(str(REPO / TRAIN_JSON))
+    item = parser.get_parsed_content("validate#preprocessing")(dict(first))
+    grey = from_monai_frame(item["image"][0].numpy())
+    height, width = grey.shape
+    expected_truth = overlay(grey, from_monai_frame(item["label"][0].numpy().astype(np.uint8)))
+    for event in images:
+        picture = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)))
+        assert picture.shape == (height, 2 * width, 3)
+        # left half: ground truth of the first validation film (exactly what overlay() draws)
+        assert np.abs(picture[:, :width].astype(int) - expected_truth.astype(int)).max() <= 1
+        # right half: the same film under the prediction (grey where both say background)
+        prediction_half = picture[:, width:]
+        grey_left = picture[:, :width]
+        plain = (grey_left[..., 0] == grey_left[..., 1]) & (prediction_half[..., 0] == prediction_half[..., 1]) \
+            & (grey_left[..., 1] == grey_left[..., 2]) & (prediction_half[..., 1] == prediction_half[..., 2])
+        if plain.any():
+            assert np.array_equal(grey_left[plain], prediction_half[plain])
+
+
+def test_metrics_csv_and_per_film_details(trained):
+    eval_dir = trained.bundle_root / "eval"
+    metrics = dict(row for row in csv.reader((eval_dir / "metrics.csv").open()) if row)
+    assert {"val_fracture_dice", "val_bone_dice", "val_fracture_hd95"} <= set(metrics)
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    rows = read_rows(eval_dir / "val_fracture_dice_mean_raw.csv")
+    assert sorted(r["filename"] for r in rows) == sorted(val_images(trained))
+    assert all(0.0 <= float(r["mean"]) <= 1.0 for r in rows)
+    hd = read_rows(eval_dir / "val_fracture_hd95_raw.csv")
+    assert sorted(r["filename"] for r in hd) == sorted(val_images(trained))
+
+
+def test_resume_runs_only_the_remaining_epoch(trained, tmp_path):
+    saved = trained.bundle_root / "models" / "checkpoint_final.pt"
+    resume_from = tmp_path / "resume_from" / "checkpoint_final.pt"
+    resume_from.parent.mkdir()
+    shutil.copy(saved, resume_from)  # the shared bundle root stays untouched
+    before = torch.load(resume_from, map_location="cpu", weights_only=False)
+    bundle_root = tmp_path / "resumed"
+    log = check_rc(run_cmd(bundle_cmd("run", "--config_file", TRAIN_JSON,
+                                      "--dataset_dir", str(trained.prepared.dataset_dir),
+                                      "--bundle_root", str(bundle_root), "--resume_from", str(resume_from),
+                                      "--max_epochs", "3", *SMALL), timeout=300))
+    assert re.search(r"Resuming training from epoch 2 \(iteration \d+\)", log), log[-3000:]
+    completed = [int(n) for n in re.findall(r"SupervisedTrainer - INFO - Epoch\[(\d+)\] Complete", log)]
+    assert completed == [3]
+
+    after = torch.load(bundle_root / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=False)
+    epoch_length = after["trainer"]["epoch_length"]
+    assert after["trainer"]["iteration"] == 3 * epoch_length  # trainer state epoch 3
+    assert after["trainer"]["max_epochs"] == 3
+    assert before["trainer"]["iteration"] == 2 * epoch_length
+    steps = {float(s["step"]) for s in after["optimizer"]["state"].values()}
+    assert steps == {3.0 * epoch_length}  # the optimiser continued from the saved state
+    assert after["lr_scheduler"]["last_epoch"] == before["lr_scheduler"]["last_epoch"] + 1
+
+    acc = event_accumulator(bundle_root / "eval")
+    assert [e.step for e in acc.Scalars("val_fracture_dice")] == [3]
+    assert [e.step for e in acc.Scalars("lr")] == [3]
+    assert min(e.step for e in acc.Scalars("train_loss")) > before["trainer"]["iteration"]
