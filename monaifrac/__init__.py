@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 import importlib as _importlib
 
 _SUBMODULES = {"bundle", "cli", "data", "datalist", "handlers", "inference", "io", "metrics", "transforms",
-               "visualize", "networks"}
+               "visualize"}
 
 
 def __getattr__(name):
