@@ -139,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _root_cause(err: BaseException) -> BaseException:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -146,6 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, InputError) as err:
         print(f"monaifrac {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        # MONAI wraps a config expression's error ("Failed to evaluate ...") around ours, e.g. a
+        # missing datalist.json; show the user the cause, not the parser's traceback.
+        cause = _root_cause(err)
+        if isinstance(cause, (FileNotFoundError, DataError, InputError, ValueError)):
+            print(f"monaifrac {args.command}: error: {cause}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ export PATH="$PWD/.venv/bin:$PATH"
 RUN=${RUN_DIR:-runs/demo}
 FRACATLAS=$(python -c "from monaifrac.data.fracatlas import default_fracatlas_dir as d; print(d() or '')")
 mkdir -p "$RUN"
+if [ -n "${MONAIFRAC_FRACATLAS:-}" ] && [ "$FRACATLAS" != "$MONAIFRAC_FRACATLAS" ]; then
+    echo "warning: MONAIFRAC_FRACATLAS=$MONAIFRAC_FRACATLAS is not a FracAtlas folder (images/ + dataset.csv)" >&2
+fi
 if [ -n "$FRACATLAS" ]; then
     echo "== data: FracAtlas copy at $FRACATLAS"
     SOURCE="$FRACATLAS"
@@ -52,3 +55,4 @@ echo "checkpoints:        $RUN/bundle/models (model.pt = best validation fractur
 echo "TensorBoard logs:   $RUN/bundle/eval   ->  .venv/bin/tensorboard --logdir $RUN/bundle/eval"
 echo "evaluation:         $RUN/bundle/eval/metrics.json and *_raw.csv (per film)"
 echo "masks and overlays: $RUN/inference/<film>.png (labels 0/1/2) and <film>_overlay.png"
+echo "(a 2-epoch model on 48 films: its masks show the plumbing, not what a trained model finds)"
