@@ -38,12 +38,11 @@ def run_bundle(config_names: list[str], bundle_root: str | Path | None = None, *
     """
     from monai.bundle import run
 
-    configs_root = Path(find_bundle_root())
-    files = [str(configs_root / "configs" / f"{name}.json") for name in config_names]
+    files = [config_path(name) for name in config_names]
     if bundle_root is not None:
         overrides["bundle_root"] = str(bundle_root)
-    run(config_file=files, meta_file=str(configs_root / "configs" / "metadata.json"),
-        logging_file=str(configs_root / "configs" / "logging.conf"), **overrides)
+    run(config_file=files, meta_file=config_path("metadata"),
+        logging_file=str(Path(config_path("metadata")).with_name("logging.conf")), **overrides)
 
 
 def parse_overrides(pairs: list[str] | None) -> dict:

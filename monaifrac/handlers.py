@@ -64,10 +64,9 @@ class OverlayImageHandler:
             self._first = {k: None if v is None else v.clone() for k, v in items.items()}
 
     def __call__(self, engine: Engine) -> None:
-        first, self._first = self._first, None
-        if first is None:  # called without attach(): the first film of the engine's last output
-            first = {k: _first_item(engine, k) for k in ("image", "label", "pred")}
-        image, label, pred = first["image"], first["label"], first["pred"]
+        if self._first is None:
+            return
+        image, label, pred = self._first["image"], self._first["label"], self._first["pred"]
         if image is None or pred is None or self.writer is None:
             return
         grey = from_monai_frame(image[0].numpy())

@@ -16,13 +16,12 @@ import resource
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from monai.bundle import ConfigWorkflow
 
-from monaifrac.bundle import parse_overrides
+from monaifrac.bundle import REPO_BUNDLE, parse_overrides
 
-CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
+CONFIGS = REPO_BUNDLE / "configs"
 
 
 def cpu_seconds() -> float:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 from monai.bundle import ConfigParser
 from monai.networks.nets import BasicUNet
 
-CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
+from monaifrac.bundle import REPO_BUNDLE
+
+CONFIGS = REPO_BUNDLE / "configs"
 
 
 def network_from(*files: str) -> torch.nn.Module:

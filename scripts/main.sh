@@ -9,7 +9,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 RUN=${RUN_DIR:-runs/demo}
 FRACATLAS=$(python -c "from monaifrac.data.fracatlas import default_fracatlas_dir as d; print(d() or '')")
 mkdir -p "$RUN"
-if [ -n "${MONAIFRAC_FRACATLAS:-}" ] && [ "$FRACATLAS" != "$MONAIFRAC_FRACATLAS" ]; then
+if [ -n "${MONAIFRAC_FRACATLAS:-}" ] && { [ -z "$FRACATLAS" ] || [ "$(realpath -m "$FRACATLAS")" != "$(realpath -m "$MONAIFRAC_FRACATLAS")" ]; }; then
     echo "warning: MONAIFRAC_FRACATLAS=$MONAIFRAC_FRACATLAS is not a FracAtlas folder (images/ + dataset.csv)" >&2
 fi
 if [ -n "$FRACATLAS" ]; then
