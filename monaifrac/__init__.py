@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 import importlib as _importlib
 
-_SUBMODULES = {"bundle", "cli", "data", "datalist", "handlers", "inference", "io", "metrics", "transforms",
+_SUBMODULES = {"bundle", "cli", "data", "datalist", "distributed", "handlers", "inference", "io", "metrics", "transforms",
                "visualize"}
 
 
