@@ -151,7 +151,7 @@ def read_raster(path: os.PathLike | str) -> tuple[np.ndarray, ReadInfo]:
 
 
 def read_dicom(path: os.PathLike | str) -> tuple[np.ndarray, ReadInfo]:
-    """Read a 2D DICOM radiograph with ITK as (H, W), inverting MONOCHROME1 so bone is bright.
+    """Read a 2D DICOM radiograph with ITK as (H, W), MONOCHROME1 inverted so bone is bright.
 
     ITK returns a 2D DICOM as a volume with one slice; that slice is taken.
     """
@@ -175,11 +175,11 @@ def read_dicom(path: os.PathLike | str) -> tuple[np.ndarray, ReadInfo]:
     if array.ndim != 2:
         raise InputError(path, f"not a 2D radiograph (pixel array of shape {array.shape})")
     info = ReadInfo(source_mode="DICOM")
-    meta = dict(image) if hasattr(image, "keys") else {}
-    photometric = str(meta.get("0028|0004", "")).strip().upper()
+    photometric = str(dict(image).get("0028|0004", "")).strip().upper()
     if photometric == "MONOCHROME1":
-        array = array.max() + array.min() - array
-        info.warnings.append("MONOCHROME1 inverted so that bone is bright")
+        # ITK's GDCMImageIO already returns MONOCHROME1 inverted (max - value), bone bright;
+        # inverting again here would undo it (tests/unit/test_io.py pins ITK's behaviour).
+        info.warnings.append("MONOCHROME1: grey levels inverted by ITK so that bone is bright")
     return array, info
 
 

@@ -235,3 +235,39 @@ def test_read_nifti_bad_file(tmp_path):
     assert err.value.path == str(bad)
     with pytest.raises(InputError, match="file not found"):
         read_nifti(tmp_path / "none.nii.gz")
+
+
+def _dicom(path, stored: np.ndarray, photometric: str = "MONOCHROME2"):
+    """Write ``stored`` (H, W) uint16 as a DICOM with ITK, then set its Photometric Interpretation.
+
+    ITK's writer always says MONOCHROME2; both names are 11 characters, so the value can be
+    swapped in the file's bytes without changing any element length.
+    """
+    import itk
+
+    itk.imwrite(itk.image_from_array(stored), str(path))
+    data = path.read_bytes()
+    assert data.count(b"MONOCHROME2") == 1
+    path.write_bytes(data.replace(b"MONOCHROME2", photometric.encode()))
+    return path
+
+
+def test_dicom_is_read_as_height_by_width(tmp_path):
+    stored = (np.arange(5 * 7).reshape(5, 7) * 100).astype(np.uint16)
+    array, info = read_radiograph(_dicom(tmp_path / "film.dcm", stored))
+    np.testing.assert_array_equal(array, stored)  # ITK's singleton slice dropped, no transpose
+    assert info.warnings == []
+
+
+def test_dicom_monochrome1_is_read_with_bone_bright(tmp_path):
+    # MONOCHROME1: the highest stored value is displayed black. Bone (bright on screen) is the
+    # LOW stored value here, so after reading, the bone pixel must be the brightest.
+    stored = np.full((5, 7), 3000, np.uint16)  # background: black on screen
+    stored[2, 3] = 200  # bone: white on screen
+    array, info = read_radiograph(_dicom(tmp_path / "mono1.dcm", stored, "MONOCHROME1"))
+    assert array.shape == (5, 7)
+    assert array[2, 3] > array[0, 0]
+    assert np.unique(array).size == 2
+    assert any("MONOCHROME1" in w for w in info.warnings)
+    # one inversion, not two: the grey levels keep their spacing, reversed
+    assert int(array[2, 3]) - int(array[0, 0]) == 3000 - 200
