@@ -21,9 +21,9 @@ def find_bundle_root() -> str:
 
 
 def config_path(name: str, bundle_root: str | Path | None = None) -> str:
-    """Path of ``configs/<name>.json`` of the bundle."""
+    """Path of ``configs/<name>`` of the bundle; a name without a suffix means ``<name>.json``."""
     root = Path(bundle_root) if bundle_root else Path(find_bundle_root())
-    return str(root / "configs" / f"{name}.json")
+    return str(root / "configs" / (name if Path(name).suffix else f"{name}.json"))
 
 
 def run_bundle(config_names: list[str], bundle_root: str | Path | None = None, **overrides) -> None:
@@ -42,7 +42,7 @@ def run_bundle(config_names: list[str], bundle_root: str | Path | None = None, *
     if bundle_root is not None:
         overrides["bundle_root"] = str(bundle_root)
     run(config_file=files, meta_file=config_path("metadata"),
-        logging_file=str(Path(config_path("metadata")).with_name("logging.conf")), **overrides)
+        logging_file=config_path("logging.conf"), **overrides)
 
 
 def parse_overrides(pairs: list[str] | None) -> dict:

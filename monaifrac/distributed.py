@@ -10,7 +10,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 
 def release_ddp(module: torch.nn.Module) -> None:
-    """Free the C++ reducer of a ``DistributedDataParallel`` module; the module stays usable for inference.
+    """Free the C++ reducer of a ``DistributedDataParallel`` module; its wrapped ``.module`` keeps its weights.
 
     With torch 2.13 on gloo, a reducer that has run a backward pass and outlives its process
     group makes the process abort at interpreter exit ("terminate called without an active
