@@ -45,6 +45,23 @@ def run_bundle(config_names: list[str], bundle_root: str | Path | None = None, *
         logging_file=config_path("logging.conf"), **overrides)
 
 
+def require_model(model_file: str | Path) -> None:
+    """Stop a bundle run with one line on stderr (exit status 2) when ``model_file`` is missing.
+
+    Called first in ``initialize`` of ``inference.json`` and ``evaluate.json``. It raises
+    ``SystemExit`` because MONAI wraps any ``Exception`` of a config expression in its own
+    traceback ("Failed to evaluate ..."), which names neither the file nor the remedy.
+    """
+    import sys
+
+    path = Path(model_file)
+    if path.is_file():
+        return
+    print(f"error: no model file at {path}: train one (`monaifrac train DATASET_DIR`), or name an existing one "
+          f"with --model_file PATH (monai.bundle) or --model PATH (monaifrac)", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def parse_overrides(pairs: list[str] | None) -> dict:
     """``["max_epochs=3", "patch_size=[128,128]"]`` → ``{"max_epochs": 3, "patch_size": [128, 128]}``.
 

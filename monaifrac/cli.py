@@ -75,7 +75,45 @@ def _cmd_infer(args) -> int:
     configs = ["inference"] + (["basic_unet"] if args.network == "basic_unet" else [])
     inputs = args.inputs[0] if len(args.inputs) == 1 else list(args.inputs)
     run_bundle(configs, bundle_root=args.bundle_root,
-               **_bundle_overrides(args, input_files=inputs, output_dir=args.output_dir, model_file=args.model))
+               **_bundle_overrides(args, input_files=inputs, output_dir=args.output_dir, model_file=args.model,
+                                   model_files=args.models, tta=True if args.tta else None))
+    return 0
+
+
+def _cmd_cv(args) -> int:
+    from monaifrac.crossval import FIGURES, run_cv
+
+    configs = ("basic_unet",) if args.network == "basic_unet" else ()
+    rows = run_cv(args.dataset_dir, args.out, folds=args.folds, configs=configs,
+                  **_bundle_overrides(args, max_epochs=args.epochs))
+    print("fold  films  " + "  ".join(FIGURES))
+    for r in rows:
+        print(f"{r['fold']:>4}  {r['films']:>5}  " + "  ".join("–" if r[n] is None else f"{r[n]:.4f}" for n in FIGURES))
+    print(f"wrote {Path(args.out) / 'cv_folds.csv'} and {Path(args.out) / 'cv_summary.json'}")
+    return 0
+
+
+def _cmd_score(args) -> int:
+    from monaifrac.evaluation.score import score_predictions
+
+    result = score_predictions(args.pred_dir, args.truth, args.out, split=args.split, pred_kind=args.pred_kind,
+                               threshold=args.threshold, n_boot=args.bootstrap, seed=args.seed)
+    f, p = result["fracture"], result["presence"]
+    summary = {"films": result["films"], "fractured": result["fractured"], "normal": result["normal"],
+               "dice_pos": f["dice_pos"]["value"], "dice_pos_ci95": f["dice_pos"]["ci95"], "dice": f["dice"],
+               "iou": f["iou"], "hd95_mean": f["hd95_mean"],
+               "roc_auc": p.get("roc_auc", {}).get("value"), "sensitivity": p["sensitivity"],
+               "specificity": p["specificity"], "outcomes": result["outcomes"]}
+    print(json.dumps(summary, indent=2, default=str))
+    print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'per_film.csv'}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from monaifrac.evaluation.report import write_report
+
+    path = write_report(args.score_dir, args.out, max_films=args.max_films)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); open it in any browser")
     return 0
 
 
@@ -133,8 +171,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="a folder of films, or film files (JPG/PNG/DICOM/NIfTI)")
     p.add_argument("--output-dir", required=True, help="where <stem>.png and <stem>_overlay.png go")
     p.add_argument("--model", help="weights (default <bundle-root>/models/model.pt)")
+    p.add_argument("--models", nargs="+", metavar="PT", help="an ensemble: several weights files of the same network, "
+                                                             "their class probabilities averaged")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (probabilities averaged over "
+                                                      "the film and its left-right and up-down flips)")
     _add_bundle_options(p)
     p.set_defaults(func=_cmd_infer)
+
+    p = sub.add_parser("cv", help="k-fold cross-validation: train and evaluate each fold, write a table")
+    p.add_argument("dataset_dir", help="a folder written by `monaifrac prepare` (its training items carry folds)")
+    p.add_argument("--folds", type=int, default=5, help="folds 0..N-1 (default 5)")
+    p.add_argument("--out", required=True, help="fold_<k>/ bundle roots, cv_folds.csv and cv_summary.json")
+    p.add_argument("--epochs", type=int, help="max_epochs of each fold")
+    p.add_argument("--network", choices=("unet", "basic_unet"), default="unet", help="network definition")
+    p.add_argument("--set", nargs="+", metavar="ID=VALUE", help="config overrides for every fold's runs")
+    p.set_defaults(func=_cmd_cv)
+
+    p = sub.add_parser("score", help="score label maps (and predictions.csv) against a FracAtlas-layout folder")
+    p.add_argument("pred_dir", help="<film id>.png label maps {0,1,2} or binary fracture masks, optional predictions.csv")
+    p.add_argument("--truth", required=True, help="FracAtlas-layout folder or a folder written by `monaifrac prepare`")
+    p.add_argument("--out", required=True, help="where metrics.json and per_film.csv go")
+    p.add_argument("--split", help="score exactly this split (FracAtlas train/valid/test, or a datalist section)")
+    p.add_argument("--pred-kind", choices=("auto", "labels", "binary"), default="auto",
+                   help="label maps or binary fracture masks (auto: decided from predictions.csv and the values)")
+    p.add_argument("--threshold", type=float, help="presence threshold on fracture_score (default: the 'fractured' "
+                                                   "column of predictions.csv, else any fracture pixel)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("report", help="self-contained HTML report of a score folder")
+    p.add_argument("score_dir", help="a folder written by `monaifrac score`")
+    p.add_argument("--out", required=True, help="the HTML file to write")
+    p.add_argument("--max-films", type=int, help="cards for the worst N films only (default: all)")
+    p.set_defaults(func=_cmd_report)
 
     return parser
 

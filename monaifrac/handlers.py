@@ -123,6 +123,143 @@ class MetricsJSONWriter:
         logger.info("metrics written to %s", self.filepath)
 
 
+class PresenceMetrics:
+    """Image-level presence and per-body-part figures of a validation run, for TensorBoard.
+
+    For every validated film it keeps the presence score (``fracture_score``, set by
+    :class:`monaifrac.transforms.FractureScored` in the evaluator's postprocessing), whether
+    its label has a fracture, its fracture Dice and its ``body_part`` (from the datalist
+    item). When the epoch completes it adds to ``engine.state.metrics``
+    ``<prefix>_presence_auc`` and ``<prefix>_fracture_dice_pos_<part>`` for each of hand,
+    leg, hip, shoulder that has a fractured film (a film showing several parts counts in
+    each), so that ``StatsHandler``, ``TensorBoardStatsHandler`` and ``MetricsSaver``
+    attached after it report them, and logs the presence PR curve with the writer's
+    ``add_pr_curve``. The step is the trainer's epoch, as for the other validation figures.
+
+    Args:
+        summary_writer: a ``SummaryWriter`` or None (figures are still added to the metrics).
+        prefix: metric name prefix.
+        score_key: key of the presence score in the output items.
+    """
+
+    def __init__(self, summary_writer=None, prefix: str = "val", score_key: str = "fracture_score"):
+        self.writer = summary_writer
+        self.prefix = prefix
+        self.score_key = score_key
+        self.films: list[tuple[float, bool, float, str]] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def _reset(self, engine: Engine) -> None:
+        self.films = []
+
+    def _collect(self, engine: Engine) -> None:
+        from monaifrac.metrics import score
+
+        outputs, batch = engine.state.output, engine.state.batch
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        batch = batch if isinstance(batch, (list, tuple)) else [batch] * len(outputs)
+        for item, source in zip(outputs, batch):
+            if self.score_key not in item:
+                continue
+            pred, label = item["pred"], item["label"]
+            truth = label[2] > 0.5
+            dice = score(pred[2] > 0.5, truth, "dice_pos") if bool(truth.any()) else float("nan")
+            part = source.get("body_part", "unknown") if isinstance(source, dict) else "unknown"
+            self.films.append((float(item[self.score_key]), bool(truth.any()), dice, str(part)))
+
+    def __call__(self, engine: Engine) -> None:
+        from monaifrac.evaluation.stats import roc_auc
+
+        import ignite.distributed as idist
+
+        parts = ("hand", "leg", "hip", "shoulder")
+        local = torch.tensor([[f[0], float(f[1]), f[2], sum(1 << i for i, p in enumerate(parts) if p in f[3].split("+"))]
+                              for f in self.films], dtype=torch.float64).reshape(-1, 4)
+        table = idist.all_gather(local) if idist.get_world_size() > 1 else local  # each rank saw part of the films
+        if table.numel() == 0:
+            return
+        scores, labels = table[:, 0].tolist(), [int(v) for v in table[:, 1].tolist()]
+        auc = roc_auc(labels, scores)
+        if not np.isnan(auc):
+            engine.state.metrics[f"{self.prefix}_presence_auc"] = auc
+        for i, part in enumerate(parts):
+            rows = table[(table[:, 1] > 0) & ((table[:, 3].long() >> i) & 1 == 1)]
+            if len(rows):
+                engine.state.metrics[f"{self.prefix}_fracture_dice_pos_{part}"] = float(rows[:, 2].mean())
+        if self.writer is not None and 0 < sum(labels) < len(labels):
+            self.writer.add_pr_curve(f"{self.prefix}_presence_pr", np.asarray(labels), np.asarray(scores),
+                                     global_step=engine.state.epoch)
+            self.writer.flush()
+
+
+PREDICTIONS_COLUMNS = ("film", "fracture_score", "fractured", "fracture_area_px", "label_file")
+
+
+class PredictionsCSVWriter:
+    """Write ``predictions.csv``: one row per film an inference run labelled.
+
+    Columns: ``film`` (the source path), ``fracture_score`` (from
+    :class:`monaifrac.transforms.FractureScored`, in [0, 1]), ``fractured`` (1 when the score
+    reaches ``threshold``), ``fracture_area_px`` (pixels labelled fracture) and
+    ``label_file`` (the label map written for it). Rows are sorted by film and the file is
+    replaced atomically when the run completes, so a crash never leaves half a table.
+
+    Args:
+        output_dir: folder of the label maps; the CSV goes there.
+        threshold: presence threshold on ``fracture_score``.
+        pred_key, score_key: keys of the engine's (decollated) output items.
+        label_ext: suffix of the label maps (``SaveImaged``'s ``output_ext``).
+    """
+
+    def __init__(self, output_dir: str | Path, threshold: float = 0.5, pred_key: str = "pred",
+                 score_key: str = "fracture_score", label_ext: str = ".png", filename: str = "predictions.csv"):
+        self.output_dir = Path(output_dir)
+        self.threshold = float(threshold)
+        self.pred_key, self.score_key, self.label_ext = pred_key, score_key, label_ext
+        self.filename = filename
+        self.rows: list[dict] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def _reset(self, engine: Engine) -> None:
+        self.rows = []
+
+    def _collect(self, engine: Engine) -> None:
+        from monaifrac.transforms import film_stem
+
+        output = engine.state.output
+        for item in output if isinstance(output, (list, tuple)) else [output]:
+            pred = item[self.pred_key]
+            film = str((getattr(pred, "meta", None) or {}).get("filename_or_obj", ""))
+            score = float(item[self.score_key])
+            self.rows.append({
+                "film": film,
+                "fracture_score": f"{score:.6f}",
+                "fractured": int(score >= self.threshold),
+                "fracture_area_px": int((torch.as_tensor(pred) == 2).sum()),
+                "label_file": str(self.output_dir / f"{film_stem(film)}{self.label_ext}"),
+            })
+
+    def __call__(self, engine: Engine) -> None:
+        import csv
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=PREDICTIONS_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(sorted(self.rows, key=lambda r: r["film"]))
+        path = self.output_dir / self.filename
+        write_text(path, buffer.getvalue())
+        logger.info("%d film(s) listed in %s", len(self.rows), path)
+
+
 def _plain(value):
     if isinstance(value, torch.Tensor):
         return value.item() if value.numel() == 1 else value.tolist()

@@ -305,6 +305,22 @@ def read_nifti(path: os.PathLike | str) -> np.ndarray:
         raise InputError(path, f"cannot read NIfTI: {err}") from None
 
 
+def read_label_map(path: os.PathLike | str) -> np.ndarray:
+    """Read a label map or mask image (PNG/BMP/TIFF) as stored: (H, W) integers, no EXIF turn.
+
+    Palette images give their indices, 1-bit masks give 0/255, 8/16-bit grey their values.
+
+    Raises:
+        InputError: missing, empty or undecodable file, or one with colour channels.
+    """
+    img, _ = _load_pil(Path(path))
+    if img.mode == "1":
+        return np.asarray(img, dtype=np.uint8) * 255
+    if img.mode in ("L", "P", "I;16", "I;16B", "I;16L", "I"):
+        return np.asarray(img).astype(np.int32)
+    raise InputError(path, f"a label map must have one channel, this image is {img.mode}")
+
+
 def write_png(path: os.PathLike | str, array_hw: np.ndarray) -> None:
     """Write an (H, W) grey or (H, W, 3) RGB uint8 array as PNG, atomically."""
     from PIL import Image

@@ -16,8 +16,9 @@ empty / non-empty          0 (false alarm)     not counted   miss penalty
 non-empty / empty          0 (miss)            0             miss penalty
 ========================  ==================  ============  ===================
 
-Pooled over films (``dice``, ``iou``): overlaps, predicted and true pixels are summed over
-all films first, then ``2·ΣTP / (ΣP + ΣT)`` (Dice) or ``ΣTP / Σ(P ∪ T)`` (IoU). Empty-empty
+Pooled over films (``dice``, ``iou``, ``precision``, ``recall``): overlaps, predicted and true pixels are summed over
+all films first, then ``2·ΣTP / (ΣP + ΣT)`` (Dice), ``ΣTP / Σ(P ∪ T)`` (IoU), ``ΣTP / ΣP``
+(precision) or ``ΣTP / ΣT`` (recall). Empty-empty
 films add nothing, misses add to ΣT, false alarms to ΣP, so predicting "no fracture" on
 every film scores 0, whereas ``dice_mean`` would reward it with the share of fracture-free
 films. That is why pooled fracture Dice is the bundle's key metric. With no pixel of the
@@ -37,13 +38,14 @@ Inputs are one-hot (or binarised) tensors of shape (B, C, *spatial), as MONAI me
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from monai.metrics import CumulativeIterationMetric
 from monai.metrics.hausdorff_distance import compute_hausdorff_distance
 
-METRICS = ("dice", "iou", "dice_mean", "iou_mean", "dice_pos", "hd95")
-POOLED = ("dice", "iou")
+METRICS = ("dice", "iou", "precision", "recall", "dice_mean", "iou_mean", "dice_pos", "hd95")
+POOLED = ("dice", "iou", "precision", "recall")
 
 
 def _overlap(pred: torch.Tensor, truth: torch.Tensor, kind: str) -> float:
@@ -57,13 +59,26 @@ def _overlap(pred: torch.Tensor, truth: torch.Tensor, kind: str) -> float:
 
 
 def counts(pred: torch.Tensor, truth: torch.Tensor, kind: str) -> tuple[float, float]:
-    """Numerator and denominator of a pooled metric for one film: (TP, P+T) for Dice,
-    (TP, |P ∪ T|) for IoU."""
+    """Numerator and denominator of a pooled metric for one film: (2·TP, P+T) for Dice,
+    (TP, |P ∪ T|) for IoU, (TP, P) for precision, (TP, T) for recall."""
     p, t = pred.bool(), truth.bool()
     inter = float((p & t).sum().item())
     if kind == "iou":
         return inter, float((p | t).sum().item())
+    if kind == "precision":
+        return inter, float(p.sum().item())
+    if kind == "recall":
+        return inter, float(t.sum().item())
     return 2.0 * inter, float(p.sum().item() + t.sum().item())
+
+
+def pooled(pairs) -> float:
+    """A pooled metric from per-film (numerator, denominator) pairs of :func:`counts`:
+    ``Σnum / Σden``, and 1 when the denominator is 0 (no pixel of the class anywhere, or for
+    precision no predicted pixel)."""
+    num = sum(float(n) for n, _ in pairs)
+    den = sum(float(d) for _, d in pairs)
+    return num / den if den > 0 else 1.0
 
 
 def score(pred: torch.Tensor, truth: torch.Tensor, kind: str) -> float:
@@ -79,8 +94,11 @@ def score(pred: torch.Tensor, truth: torch.Tensor, kind: str) -> float:
         return 0.0
     if has_p != has_t:
         return miss_penalty(truth.shape)
-    hd = compute_hausdorff_distance(pred[None, None].float(), truth[None, None].float(), include_background=True,
-                                    percentile=95)
+    with warnings.catch_warnings():
+        # monai 1.6 warns about its own internal use of a deprecated get_mask_edges argument, once per call
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*")
+        hd = compute_hausdorff_distance(pred[None, None].float(), truth[None, None].float(), include_background=True,
+                                        percentile=95)
     return float(hd.item())
 
 
@@ -130,8 +148,7 @@ class ClassMetric(CumulativeIterationMetric):
             return torch.tensor(0.0)
         if self.metric in POOLED:
             self.last_count = int(data.shape[0])
-            num, den = data[:, 0].sum(), data[:, 1].sum()
-            return (num / den).float() if den > 0 else torch.tensor(1.0)
+            return torch.tensor(pooled(data.tolist()), dtype=torch.float32)
         values = data.flatten()
         counted = values[~torch.isnan(values)]
         self.last_count = int(counted.numel())

@@ -31,6 +31,24 @@ IMAGE_DIR, LABEL_DIR = "images", "labels"
 DATALIST_NAME, REPORT_NAME = "datalist.json", "prepare_report.json"
 
 
+def build_label(case: Case, image: np.ndarray) -> tuple[np.ndarray, RasterStats]:
+    """The 3-class label map of a case, (H, W) uint8 in the film's displayed frame: fracture
+    polygons rasterised at the film's own size over bone (annotated polygons, else the Li
+    pseudo-label of ``image``).
+
+    Raises:
+        PolygonError: a polygon that cannot be rasterised.
+    """
+    height, width = image.shape
+    fracture, stats = rasterize_polygons(case.polygons.get(FRACTURE, []), height, width)
+    if case.bone_annotated:
+        bone, bone_stats = rasterize_polygons(case.polygons.get(BONE, []), height, width)
+        stats += bone_stats
+    else:
+        bone = bone_pseudo_label(image)
+    return compose_label(bone, fracture), stats
+
+
 def prepare_case(case: Case, out_dir: Path, skip_truncated: bool = False) -> dict:
     """Read one film, build its label map and write both NIfTI files.
 
@@ -52,15 +70,9 @@ def prepare_case(case: Case, out_dir: Path, skip_truncated: bool = False) -> dic
                                                f"annotation is for a {w}x{h} film, but the film is {width}x{height} "
                                                f"after EXIF orientation {info.exif_orientation}", case.id)}
     try:
-        fracture, stats = rasterize_polygons(case.polygons.get(FRACTURE, []), height, width)
-        if case.bone_annotated:
-            bone, bone_stats = rasterize_polygons(case.polygons.get(BONE, []), height, width)
-            stats += bone_stats
-        else:
-            bone = bone_pseudo_label(image)
+        label, stats = build_label(case, image)
     except PolygonError as err:
         return {"id": case.id, "error": Problem(case.annotation_file or str(case.image), str(err), case.id)}
-    label = compose_label(bone, fracture)
     write_nifti(out_dir / IMAGE_DIR / f"{case.id}.nii.gz", to_monai_frame(image))
     write_nifti(out_dir / LABEL_DIR / f"{case.id}.nii.gz", to_monai_frame(label))
     warnings = [Problem(str(case.image), w, case.id, fatal=False) for w in info.warnings]

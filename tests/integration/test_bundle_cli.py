@@ -6,11 +6,13 @@ time; inference runs as a user types it, through the installed ``monaifrac`` com
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -106,7 +108,39 @@ def test_infer_through_the_command(cli_trained, prepared, tmp_path):
     check_rc(run_cmd([*monaifrac_command(), "infer", str(films), "--output-dir", str(out),
                       "--bundle-root", str(cli_trained), "--set", "patch_size=[64,64]"], timeout=300))
     assert sorted(p.name for p in out.iterdir()) == ["IMG0000003.png", "IMG0000003_overlay.png",
-                                                    "inference_report.json", "plain.png", "plain_overlay.png"]
+                                                    "inference_report.json", "plain.png", "plain_overlay.png",
+                                                    "predictions.csv"]
+    with (out / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["film"] for r in rows] == [str(films / "IMG0000003.jpg"), str(films / "plain.png")]
+    for r in rows:
+        score = float(r["fracture_score"])
+        assert 0.0 <= score <= 1.0
+        assert int(r["fractured"]) == int(score >= 0.5)  # inference.json's presence_threshold
+        label = np.asarray(Image.open(r["label_file"]))
+        assert int(r["fracture_area_px"]) == int((label == 2).sum())
     assert Image.open(out / "IMG0000003.png").size == (160, 192)  # displayed width x height
     assert Image.open(out / "plain.png").size == (90, 70)
     assert json.loads((out / "inference_report.json").read_text())["rejected"] == []
+
+
+@pytest.mark.parametrize("command", ["infer", "evaluate"])
+def test_missing_model_is_one_clear_line(command, prepared, tmp_path):
+    """No model file: one line naming the path and the remedy, exit status 2, no traceback."""
+    missing = tmp_path / "nothing" / "model.pt"
+    target = str(prepared.atlas / "images" / "Fractured") if command == "infer" else str(prepared.dataset_dir)
+    extra = ["--output-dir", str(tmp_path / "out")] if command == "infer" else []
+    proc = run_cmd([*monaifrac_command(), command, target, *extra, "--model", str(missing),
+                    "--bundle-root", str(tmp_path / "root")], timeout=300)
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert f"error: no model file at {missing}" in proc.stdout
+    assert "Traceback" not in proc.stdout and "Failed to evaluate" not in proc.stdout
+
+
+def test_missing_model_through_monai_bundle(tmp_path):
+    from tests.integration.conftest import INFERENCE_JSON, bundle_cmd
+
+    proc = run_cmd(bundle_cmd("run", "--config_file", INFERENCE_JSON, "--input_dir", str(tmp_path),
+                              "--output_dir", str(tmp_path / "out"), "--model_file", str(tmp_path / "none.pt")))
+    assert proc.returncode == 2
+    assert f"error: no model file at {tmp_path / 'none.pt'}" in proc.stdout and "Traceback" not in proc.stdout

@@ -72,7 +72,7 @@ def inputs(prepared, tmp_path_factory):
 def check_outputs(out: Path, expected: dict[str, tuple[int, int]]) -> None:
     names = sorted(p.name for p in out.iterdir())
     wanted = sorted([f"{s}.png" for s in expected] + [f"{s}_overlay.png" for s in expected]
-                    + ["inference_report.json"])
+                    + ["inference_report.json", "predictions.csv"])
     assert names == wanted  # one label map and one overlay per film, nothing else (no temporary file)
     for stem, size in expected.items():
         label = Image.open(out / f"{stem}.png")
@@ -171,3 +171,33 @@ def test_ckpt_export_matches_the_eager_network(trained, tmp_path):
     assert fresh is not eager
     with torch.no_grad():  # and the exported weights are the trained ones, not a fresh network's
         assert (fresh(x) - want).abs().max().item() > 1e-3
+
+
+def predictions(out: Path) -> dict[str, float]:
+    import csv
+
+    with (out / "predictions.csv").open() as f:
+        return {Path(r["film"]).name: float(r["fracture_score"]) for r in csv.DictReader(f)}
+
+
+def test_ensemble_and_tta_switches(trained, inputs, tmp_path):
+    """An ensemble of a model with itself labels exactly as the model alone; flip TTA runs the
+    flipped films too (its scores differ) and still writes every film at its size."""
+    folder, expected = inputs
+    model = trained.bundle_root / "models" / "model.pt"
+    base = ["run", "--config_file", INFERENCE_JSON, "--input_dir", str(folder), "--bundle_root",
+            str(trained.bundle_root), "--patch_size", "[64,64]"]
+    runs = {}
+    for name, extra in {"single": [], "pair": ["--model_files", json.dumps([str(model), str(model)])],
+                        "tta": ["--tta", "true"]}.items():
+        runs[name] = tmp_path / name
+        check_rc(run_cmd(bundle_cmd(*base, "--output_dir", str(runs[name]), *extra)))
+        check_outputs(runs[name], expected)
+    single, pair, tta = (predictions(runs[n]) for n in ("single", "pair", "tta"))
+    assert single.keys() == pair.keys() == tta.keys()
+    for film in single:
+        assert pair[film] == pytest.approx(single[film], abs=1e-5)
+        stem = film.rsplit(".", 1)[0].removesuffix(".nii")
+        a, b = (np.asarray(Image.open(runs[n] / f"{stem}.png")) for n in ("single", "pair"))
+        assert np.mean(a != b) < 1e-3  # argmax of the same probabilities (float ties aside)
+    assert any(abs(tta[f] - single[f]) > 1e-4 for f in single)

@@ -27,7 +27,8 @@ def test_main_job_runs_every_stage(tmp_path):
                           stderr=subprocess.STDOUT, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-5000:]
     out = proc.stdout
-    for step in ("1/5 prepare", "2/5 train", "3/5 evaluate", "4/5 infer", "5/5 where things are"):
+    for step in ("1/6 prepare", "2/6 train", "3/6 evaluate", "4/6 infer", "5/6 infer", "6/6 score",
+                 "where things are"):
         assert step in out
     datalist = json.loads((run / "prepared" / "datalist.json").read_text())
     assert datalist["training"] and datalist["validation"]
@@ -44,3 +45,11 @@ def test_main_job_runs_every_stage(tmp_path):
         assert label.mode == "L" and set(np.unique(np.asarray(label))) <= {0, 1, 2}
         assert (run / "inference" / f"{stem}_overlay.png").exists()
     assert str(run / "bundle" / "eval") in out  # says where the TensorBoard logs are
+    # the validation films were labelled, scored against the polygons, and the report written
+    valid_ids = {d["id"] for d in datalist["validation"]}
+    assert {p.stem for p in (run / "validation").glob("*.png") if not p.stem.endswith("_overlay")} == valid_ids
+    scored = json.loads((run / "score" / "metrics.json").read_text())
+    assert scored["films"] == len(valid_ids) and "roc_auc" in scored["presence"]
+    page = (run / "report.html").read_text()
+    assert page.count('class="card ') == len(valid_ids)
+    assert f"report:             {run / 'report.html'}" in out

@@ -1,0 +1,92 @@
+"""Image-level statistics of the presence score, and bootstrap confidence intervals.
+
+The AUC is MONAI's (:func:`monai.metrics.compute_roc_auc`); the curve is drawn here because
+MONAI returns only its area. Confidence intervals are percentile bootstraps over films with
+a fixed seed. For the AUC the fractured and normal films are resampled separately
+(stratified), so that every resample has both classes and its AUC is defined; no library
+the project uses offers that stratification.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from monai.metrics import compute_roc_auc
+
+
+def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
+    """Area under the ROC curve; NaN where ``labels`` hold only one class (no AUC exists)."""
+    y = np.asarray(labels, dtype=np.int64)
+    if y.size == 0 or y.min() == y.max():
+        return float("nan")
+    return float(compute_roc_auc(torch.as_tensor(np.asarray(scores, dtype=np.float64)), torch.as_tensor(y)))
+
+
+def roc_curve(labels: Sequence[int], scores: Sequence[float]) -> dict[str, list[float]]:
+    """ROC points, one per distinct score, from (0, 0) to (1, 1).
+
+    Returns:
+        ``{"fpr": [...], "tpr": [...], "thresholds": [...]}``; point i counts films whose
+        score is ≥ ``thresholds[i]`` as fractured (the first threshold is +inf).
+    """
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    thresholds = np.unique(s)[::-1]
+    fpr, tpr, cut = [0.0], [0.0], [float("inf")]
+    for t in thresholds:
+        called = s >= t
+        tpr.append(float((called & y).sum() / n_pos) if n_pos else 0.0)
+        fpr.append(float((called & ~y).sum() / n_neg) if n_neg else 0.0)
+        cut.append(float(t))
+    return {"fpr": fpr, "tpr": tpr, "thresholds": cut}
+
+
+def confusion(labels: Sequence[int], called: Sequence[int]) -> dict[str, float | int]:
+    """Counts and rates of a yes/no call against the truth.
+
+    Returns:
+        ``tp, fp, tn, fn`` and ``sensitivity`` (tp/(tp+fn)), ``specificity`` (tn/(tn+fp)),
+        ``ppv`` (tp/(tp+fp)), each NaN where its denominator is 0.
+    """
+    y = np.asarray(labels, dtype=bool)
+    c = np.asarray(called, dtype=bool)
+    tp, fp = int((c & y).sum()), int((c & ~y).sum())
+    tn, fn = int((~c & ~y).sum()), int((~c & y).sum())
+
+    def rate(num: int, den: int) -> float:
+        return num / den if den else float("nan")
+
+    return {"tp": tp, "fp": fp, "tn": tn, "fn": fn, "sensitivity": rate(tp, tp + fn),
+            "specificity": rate(tn, tn + fp), "ppv": rate(tp, tp + fp)}
+
+
+def bootstrap_ci(statistic: Callable[[np.ndarray], float], groups: Sequence[np.ndarray], n_boot: int = 1000,
+                 seed: int = 0, level: float = 0.95) -> list[float]:
+    """Percentile bootstrap interval of ``statistic`` over films.
+
+    Args:
+        statistic: takes an array of film indices (into the concatenation of ``groups``) and
+            returns a number.
+        groups: index arrays resampled separately (strata), e.g. ``[fractured, normal]``;
+            one group for an ordinary bootstrap.
+        n_boot: resamples; seed: of numpy's generator, so the interval is reproducible.
+
+    Returns:
+        ``[low, high]``; ``[nan, nan]`` when a group is empty.
+    """
+    groups = [np.asarray(g, dtype=np.int64) for g in groups]
+    if not groups or any(g.size == 0 for g in groups):
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_boot, dtype=np.float64)
+    for i in range(n_boot):
+        idx = np.concatenate([g[rng.integers(0, g.size, g.size)] for g in groups])
+        values[i] = statistic(idx)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return [float("nan"), float("nan")]
+    alpha = (1.0 - level) / 2.0
+    return [float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))]
