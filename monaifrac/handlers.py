@@ -174,12 +174,16 @@ class PresenceMetrics:
     def __call__(self, engine: Engine) -> None:
         from monaifrac.evaluation.stats import roc_auc
 
-        import ignite.distributed as idist
+        import torch.distributed as dist
+        from monai.utils import evenly_divisible_all_gather
 
         parts = ("hand", "leg", "hip", "shoulder")
         local = torch.tensor([[f[0], float(f[1]), f[2], sum(1 << i for i, p in enumerate(parts) if p in f[3].split("+"))]
                               for f in self.films], dtype=torch.float64).reshape(-1, 4)
-        table = idist.all_gather(local) if idist.get_world_size() > 1 else local  # each rank saw part of the films
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            table = evenly_divisible_all_gather(local, concat=True)  # each rank saw part of the films, counts may differ
+        else:
+            table = local
         if table.numel() == 0:
             return
         scores, labels = table[:, 0].tolist(), [int(v) for v in table[:, 1].tolist()]
