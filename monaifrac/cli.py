@@ -225,8 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as err:
         # MONAI wraps a config expression's error ("Failed to evaluate ...") around ours, e.g. a
         # missing datalist.json; show the user the cause, not the parser's traceback.
+        from monaifrac.handlers import TrainingDiverged
+
         cause = _root_cause(err)
-        if isinstance(cause, (FileNotFoundError, DataError, InputError, ValueError)):
+        if isinstance(cause, (FileNotFoundError, DataError, InputError, ValueError, TrainingDiverged)):
             print(f"monaifrac {args.command}: error: {cause}", file=sys.stderr)
             return 2
         raise

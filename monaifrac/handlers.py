@@ -273,7 +273,58 @@ def _plain(value):
 from monai.handlers import CheckpointLoader, CheckpointSaver  # noqa: E402
 
 
-class TrainingStateSaver(CheckpointSaver):
+from ignite.handlers import DiskSaver  # noqa: E402
+
+
+class _SaveFirstDiskSaver(DiskSaver):
+    """Ignite's atomic ``DiskSaver`` (temporary file, then rename) that removes an old file only
+    after the new one is complete, and never a fixed-name file, which the rename replaces.
+
+    Ignite's ``Checkpoint`` removes the oldest file *before* writing the new one, so with
+    ``n_saved=1`` (or a fixed ``model.pt``) a kill between the two left no checkpoint at all.
+    """
+
+    def __init__(self, dirname, filename: str | None = None):
+        super().__init__(dirname=dirname, require_empty=False, atomic=True)
+        self.filename = filename
+        self._pending: list[str] = []
+
+    def __call__(self, checkpoint, filename: str, metadata=None) -> None:
+        super().__call__(checkpoint, self.filename or filename, metadata)
+        pending, self._pending = self._pending, []
+        for old in pending:
+            if self.filename is None and old != filename and (self.dirname / old).exists():
+                super().remove(old)
+
+    def remove(self, filename: str) -> None:
+        self._pending.append(filename)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` with atomic writes: the previous checkpoint stays loadable until
+    the new one is whole.
+
+    MONAI turns ignite's atomic saving off (it once lost group/others read permissions, which
+    ignite now restores) and ignite deletes the old file before writing the new one, so a run
+    killed during a save could leave a truncated ``model.pt``, or none. Here each file is written
+    to a temporary file in the same folder and renamed over the old one, and older files are
+    removed only afterwards (:class:`_SaveFirstDiskSaver`).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:
+                old = checkpoint.save_handler
+                checkpoint.save_handler = _SaveFirstDiskSaver(old.dirname, getattr(old, "filename", None))
+
+    def exception_raised(self, engine: Engine, e: Exception) -> None:
+        if isinstance(e, TrainingDiverged):
+            raise e  # the state is not finite: keep the last good checkpoints, write no "final" one
+        super().exception_raised(engine, e)
+
+
+class TrainingStateSaver(AtomicCheckpointSaver):
     """``CheckpointSaver`` that also saves the engine it is attached to, under ``"trainer"``.
 
     A bundle config cannot put ``@train#trainer`` in the ``save_dict`` of one of the
@@ -286,7 +337,23 @@ class TrainingStateSaver(CheckpointSaver):
         super().attach(engine)
 
 
-class TrainingStateLoader(CheckpointLoader):
+class WeightsLoader(CheckpointLoader):
+    """MONAI's ``CheckpointLoader``, reading through :func:`monaifrac.checkpoints.read_checkpoint`.
+
+    The file is checked when the handler is built, before any engine runs, so a missing,
+    truncated, corrupt or code-carrying checkpoint stops a run with one line naming it
+    (:class:`monaifrac.io.InputError`) and nothing is written over earlier checkpoints.
+    Loading itself is weights-only, as in MONAI 1.6.
+    """
+
+    def __init__(self, load_path: str, load_dict: dict, **kwargs):
+        from monaifrac.checkpoints import read_checkpoint
+
+        read_checkpoint(load_path)
+        super().__init__(load_path, load_dict, **kwargs)
+
+
+class TrainingStateLoader(WeightsLoader):
     """``CheckpointLoader`` that also restores the engine it is attached to, from ``"trainer"``.
 
     Pair of :class:`TrainingStateSaver`: resumes model, optimiser, scheduler and the
@@ -302,3 +369,34 @@ class TrainingStateLoader(CheckpointLoader):
         # ignite has already logged "resuming from iteration 0, epoch 0" before the load; say where it really is
         self.logger.info(f"Resuming training from epoch {engine.state.epoch} (iteration {engine.state.iteration}) "
                          f"saved in {self.load_path}; running to epoch {engine.state.max_epochs}")
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss stopped being a finite number."""
+
+
+class StopOnNonFiniteLoss:
+    """Stop training at the first iteration whose loss is NaN or infinite.
+
+    Raises :class:`TrainingDiverged` (epoch, iteration and value in the message) from the
+    iteration, so no validation runs on the broken weights: ``model.pt`` (the best validated
+    weights) and the per-epoch checkpoints stay as they were, and :class:`AtomicCheckpointSaver`
+    writes no final checkpoint. ``monaifrac train`` prints the message as one line.
+    """
+
+    def __init__(self, output_transform=None):
+        from monai.handlers import from_engine
+
+        self.output_transform = output_transform or from_engine(["loss"], first=True)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        loss = self.output_transform(engine.state.output)
+        loss = loss[0] if isinstance(loss, (list, tuple)) else loss
+        value = float(torch.as_tensor(loss).detach().float().sum())
+        if not np.isfinite(value):
+            raise TrainingDiverged(f"training loss is {value} at epoch {engine.state.epoch}, iteration "
+                                   f"{engine.state.iteration}: stopped; the last validated weights are "
+                                   f"untouched (lower learning_rate, or resume from the last checkpoint)")

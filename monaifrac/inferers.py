@@ -105,21 +105,16 @@ def load_members(network_def: torch.nn.Module, model_files, device=None) -> list
     A file holding a full training state (``{"model": ...}``) gives its ``model`` entry.
 
     Raises:
-        FileNotFoundError / ValueError: naming the file.
+        InputError: a missing, unreadable or non-weights file, naming it.
+        ValueError: weights that do not fit ``network_def``, naming the file.
     """
     import copy
-    import pickle
-    from pathlib import Path
+
+    from monaifrac.checkpoints import read_checkpoint
 
     members = []
-    for f in model_files or []:
-        path = Path(f)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: model file not found")
-        try:
-            state = torch.load(path, map_location=device or "cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-            raise ValueError(f"{path}: not a readable weights file ({str(err).splitlines()[0]})") from None
+    for path in model_files or []:
+        state = read_checkpoint(path, device)
         state = state.get("model", state) if isinstance(state, dict) else state
         net = copy.deepcopy(network_def)
         try:

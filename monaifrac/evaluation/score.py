@@ -205,6 +205,7 @@ def summarise(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
                                        n_boot, seed),
         }
         presence["roc_curve"] = stats.roc_curve(labels, scores)
+        presence["youden"] = stats.youden_threshold(labels, scores)
     out["presence"] = presence
 
     bone_rows = [r for r in rows if "_bone_pairs" in r]

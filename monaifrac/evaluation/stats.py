@@ -44,6 +44,27 @@ def roc_curve(labels: Sequence[int], scores: Sequence[float]) -> dict[str, list[
     return {"fpr": fpr, "tpr": tpr, "thresholds": cut}
 
 
+def youden_threshold(labels: Sequence[int], scores: Sequence[float]) -> dict[str, float]:
+    """The score threshold that maximises Youden's J = sensitivity + specificity − 1.
+
+    For choosing a presence threshold on validation films (never on test films). Ties go to
+    the higher threshold (fewer false alarms).
+
+    Returns:
+        ``{"threshold", "sensitivity", "specificity", "j"}``; NaNs where one class is absent.
+    """
+    y = np.asarray(labels, dtype=bool)
+    if y.size == 0 or y.all() or not y.any():
+        return {"threshold": float("nan"), "sensitivity": float("nan"), "specificity": float("nan"),
+                "j": float("nan")}
+    curve = roc_curve(labels, scores)
+    # J rounded so that float noise (1 - 1/3 vs 2/3) does not break ties
+    best = max(range(1, len(curve["thresholds"])), key=lambda i: (round(curve["tpr"][i] - curve["fpr"][i], 12),
+                                                                   curve["thresholds"][i]))
+    tpr, fpr = curve["tpr"][best], curve["fpr"][best]
+    return {"threshold": curve["thresholds"][best], "sensitivity": tpr, "specificity": 1.0 - fpr, "j": tpr - fpr}
+
+
 def confusion(labels: Sequence[int], called: Sequence[int]) -> dict[str, float | int]:
     """Counts and rates of a yes/no call against the truth.
 

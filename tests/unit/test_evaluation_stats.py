@@ -66,3 +66,14 @@ def test_stratified_bootstrap_keeps_both_classes():
     assert not any(math.isnan(v) for v in ci)
     assert stats.bootstrap_ci(lambda idx: 0.0, [np.arange(3), np.array([], dtype=int)]) == [pytest.approx(math.nan,
                                                                                                   nan_ok=True)] * 2
+
+
+def test_youden_threshold():
+    # at 0.6: tpr 2/3 (0.9, 0.6 called), fpr 0 -> J 2/3; at 0.4: tpr 1, fpr 1/3 -> J 2/3; tie -> higher threshold
+    labels = [1, 1, 0, 1, 0, 0]
+    scores = [0.9, 0.6, 0.5, 0.4, 0.2, 0.1]
+    best = stats.youden_threshold(labels, scores)
+    assert best["threshold"] == 0.6 and best["j"] == pytest.approx(2 / 3)
+    assert best["sensitivity"] == pytest.approx(2 / 3) and best["specificity"] == 1.0
+    assert stats.youden_threshold([1, 0, 1, 0], [0.9, 0.1, 0.8, 0.2])["threshold"] == 0.8  # perfect split
+    assert math.isnan(stats.youden_threshold([1, 1], [0.3, 0.4])["threshold"])

@@ -8,6 +8,7 @@ import pytest
 import torch
 from monai.inferers import SimpleInferer
 
+from monaifrac.io import InputError
 from monaifrac.inferers import AutocastInferer, AveragingInferer, load_members
 from monaifrac.transforms import FractureScore, FractureScored
 
@@ -69,7 +70,7 @@ def test_load_members_reads_weights_only(tmp_path, x):
     assert len(members) == 2 and all(not m.training for m in members)
     for m in members:
         assert m is not fresh and torch.allclose(m(x), net(x))
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
+    with pytest.raises(InputError, match="missing.pt"):
         load_members(fresh, [tmp_path / "missing.pt"])
 
     ran = []
@@ -79,7 +80,7 @@ def test_load_members_reads_weights_only(tmp_path, x):
             return (ran.append, ("code ran",))
 
     (tmp_path / "evil.pt").write_bytes(pickle.dumps({"model": Payload()}))
-    with pytest.raises(ValueError, match="evil.pt"):
+    with pytest.raises(InputError, match="evil.pt"):
         load_members(fresh, [tmp_path / "evil.pt"])
     assert ran == []  # refused before anything ran
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "wrong.pt")
