@@ -9,8 +9,8 @@ __version__ = "0.1.0"
 
 import importlib as _importlib
 
-_SUBMODULES = {"bundle", "cli", "crossval", "data", "datalist", "distributed", "evaluation", "handlers", "inference", "inferers",
-               "io", "metrics", "transforms", "visualize"}
+_SUBMODULES = {"bundle", "checkpoints", "cli", "crossval", "data", "datalist", "distributed", "engines", "evaluation",
+               "handlers", "inference", "inferers", "io", "metrics", "transforms", "visualize"}
 
 
 def __getattr__(name):

@@ -54,7 +54,8 @@ def _bundle_overrides(args, **named) -> dict:
 def _cmd_train(args) -> int:
     from monaifrac.bundle import run_bundle
 
-    configs = ["train"] + (["basic_unet"] if args.network == "basic_unet" else [])
+    configs = ["train"] + (["train_gan"] if args.mode == "gan" else []) + \
+        (["basic_unet"] if args.network == "basic_unet" else [])
     run_bundle(configs, bundle_root=args.bundle_root,
                **_bundle_overrides(args, dataset_dir=args.dataset_dir, max_epochs=args.epochs, fold=args.fold))
     return 0
@@ -157,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset_dir", help="a folder written by `monaifrac prepare`")
     p.add_argument("--epochs", type=int, help="max_epochs")
     p.add_argument("--fold", type=int, help="cross-validation fold held out (-1: official split)")
+    p.add_argument("--mode", choices=("supervised", "gan"), default="supervised",
+                   help="gan: adversarial segmentation (adds configs/train_gan.json; set adv_weight=..., "
+                        "adv_warmup_epochs=..., d_learning_rate=... with --set)")
     _add_bundle_options(p)
     p.set_defaults(func=_cmd_train)
 

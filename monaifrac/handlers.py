@@ -200,6 +200,23 @@ class PresenceMetrics:
             self.writer.flush()
 
 
+def output_scalars(keys, prefix: str = "train_"):
+    """An ``output_transform`` for Stats/TensorBoard handlers reading several scalars of an iteration.
+
+    One key gives that value alone (logged under the handler's ``tag_name``); several give
+    ``{prefix + key: value}``, which MONAI's ``TensorBoardStatsHandler`` logs as one curve each.
+    Reads the first item of the (decollated) output, where MONAI repeats per-batch scalars.
+    """
+    keys = [keys] if isinstance(keys, str) else list(keys)
+
+    def transform(output):
+        item = output[0] if isinstance(output, (list, tuple)) else output
+        values = {k: float(torch.as_tensor(item[k]).detach().float()) for k in keys}
+        return values[keys[0]] if len(keys) == 1 else {prefix + k: v for k, v in values.items()}
+
+    return transform
+
+
 PREDICTIONS_COLUMNS = ("film", "fracture_score", "fractured", "fracture_area_px", "label_file")
 
 
