@@ -1,4 +1,5 @@
-"""Clean shutdown of a ``torchrun`` job, called from ``multi_gpu_train.json``'s ``finalize``."""
+"""DDP helpers for ``torchrun`` jobs: wrapping extra networks, and a clean shutdown
+(``multi_gpu_train.json``'s ``finalize``)."""
 
 from __future__ import annotations
 
@@ -27,15 +28,33 @@ def release_ddp(module: torch.nn.Module) -> None:
     gc.collect()
 
 
-def shutdown(network: torch.nn.Module | None = None) -> None:
-    """End a distributed run: wait for every rank, free ``network``'s reducer, destroy the process group.
+def ddp_if_distributed(module: torch.nn.Module, device: torch.device | str | None = None) -> torch.nn.Module:
+    """``module`` wrapped in ``DistributedDataParallel`` inside a ``torchrun`` job, as it is elsewhere.
 
-    The barrier keeps a rank that finishes early (it writes nothing) from tearing down its
-    connections while rank 0 is still saving. Without an initialised process group this does nothing.
+    For networks besides the bundle's ``network`` (the adversarial discriminator): one config
+    then serves single-process and multi-GPU runs.
+    """
+    if not dist.is_initialized():
+        return module
+    device = torch.device(device) if device is not None else None
+    ids = [device] if device is not None and device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids)
+
+
+def shutdown(network: torch.nn.Module | None = None) -> None:
+    """End a distributed run: wait for every rank, free the DDP reducers, destroy the process group.
+
+    ``network``'s reducer is freed, and that of every other live ``DistributedDataParallel``
+    module (a GAN's discriminator, say), found through the garbage collector. The barrier keeps
+    a rank that finishes early (it writes nothing) from tearing down its connections while
+    rank 0 is still saving. Without an initialised process group this does nothing.
     """
     if not dist.is_initialized():
         return
     dist.barrier()
     if network is not None:
         release_ddp(network)
+    for obj in gc.get_objects():
+        if isinstance(obj, DistributedDataParallel) and hasattr(obj, "reducer"):
+            release_ddp(obj)
     dist.destroy_process_group()

@@ -71,8 +71,11 @@ class AdversarialTrainer(SupervisedTrainer):
         return torch.autocast("cuda", **self.amp_kwargs) if self.amp and self.scaler is not None \
             else contextlib.nullcontext()
 
-    def _critic(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.discriminator(torch.cat([image, mask.to(image.dtype)], dim=1))[-1]
+    def _critic(self, image: torch.Tensor, mask: torch.Tensor, train_critic: bool) -> torch.Tensor:
+        # The generator's step runs the bare module: under DDP, a forward through the wrapper
+        # would wait for discriminator gradients that this step never produces.
+        critic = self.discriminator if train_critic else getattr(self.discriminator, "module", self.discriminator)
+        return critic(torch.cat([image, mask.to(image.dtype)], dim=1))[-1]
 
     def _iteration(self, engine: AdversarialTrainer, batchdata) -> dict:  # type: ignore[override]
         if batchdata is None:
@@ -95,7 +98,8 @@ class AdversarialTrainer(SupervisedTrainer):
             if adversarial:
                 for p in engine.discriminator.parameters():
                     p.requires_grad_(False)  # the generator's step leaves the critic's gradients alone
-                adv_loss = engine.adv_loss(engine._critic(inputs, prob), target_is_real=True, for_discriminator=False)
+                adv_loss = engine.adv_loss(engine._critic(inputs, prob, False), target_is_real=True,
+                                           for_discriminator=False)
                 for p in engine.discriminator.parameters():
                     p.requires_grad_(True)
             else:
@@ -118,7 +122,10 @@ class AdversarialTrainer(SupervisedTrainer):
             engine.d_optimizer.zero_grad(set_to_none=True)
             truth = one_hot(targets.long(), num_classes=engine.num_classes, dim=1)
             with engine._autocast():
-                real, fake = engine._critic(inputs, truth), engine._critic(inputs, prob.detach())
+                # true and generated masks in one forward: DDP expects one forward per backward
+                both = engine._critic(torch.cat([inputs, inputs]), torch.cat([truth.to(prob.dtype), prob.detach()]),
+                                      True)
+                real, fake = both[: len(inputs)], both[len(inputs):]
                 d_loss = 0.5 * (engine.adv_loss(real, target_is_real=True, for_discriminator=True)
                                 + engine.adv_loss(fake, target_is_real=False, for_discriminator=True))
             if engine.d_scaler is not None:

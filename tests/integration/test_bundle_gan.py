@@ -82,3 +82,20 @@ def test_model_pt_is_the_generator_alone_and_runs_through_inference(gan_runs, pr
     report = json.loads((out / "inference_report.json").read_text())
     assert report["films"] and not report["rejected"]
     assert all((out / (p.rsplit("/", 1)[1].rsplit(".", 1)[0] + ".png")).is_file() for p in report["films"])
+
+
+def test_gan_under_multi_gpu_train(prepared, tmp_path):
+    """Both networks in DDP (2 gloo processes): trains, saves once, and shuts down cleanly."""
+    from tests.integration.conftest import MULTI_GPU_JSON
+
+    root = tmp_path / "ddp"
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+            "-m", "monai.bundle", "run", "--config_file", f"['{TRAIN_JSON}','{GAN_JSON}','{MULTI_GPU_JSON}']",
+            "--dataset_dir", str(prepared.dataset_dir), "--bundle_root", str(root), "--max_epochs", "1", *SMALL]
+    log = check_rc(run_cmd(args, timeout=300, env={"OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}))
+    assert "DistributedDataParallel" not in log or "Traceback" not in log
+    state = torch.load(root / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=True)
+    for net in ("model", "discriminator"):
+        assert state[net] and not any(k.startswith("module.") for k in state[net])  # unwrapped from DDP
+        assert all(torch.isfinite(v).all() for v in state[net].values() if v.is_floating_point())
+    assert state["d_optimizer"]["state"]

@@ -54,3 +54,19 @@ def test_shutdown_without_group_is_noop():
     assert not dist.is_initialized()
     shutdown(torch.nn.Conv2d(1, 1, 1))  # a single-process run's finalize must not fail
     assert not dist.is_initialized()
+
+
+def test_shutdown_releases_every_live_ddp_module(one_rank_group):
+    net, critic = _trained_ddp(), _trained_ddp()  # e.g. a GAN's segmenter and discriminator
+    shutdown(net)
+    assert not hasattr(net, "reducer") and not hasattr(critic, "reducer")
+
+
+def test_ddp_if_distributed(one_rank_group):
+    from monaifrac.distributed import ddp_if_distributed
+
+    wrapped = ddp_if_distributed(torch.nn.Conv2d(1, 1, 1), "cpu")
+    assert isinstance(wrapped, DistributedDataParallel)
+    dist.destroy_process_group()
+    plain = torch.nn.Conv2d(1, 1, 1)
+    assert ddp_if_distributed(plain, "cpu") is plain  # a single-process run keeps the bare module
