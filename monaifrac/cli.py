@@ -94,6 +94,16 @@ def _cmd_cv(args) -> int:
     return 0
 
 
+def _cmd_check(args) -> int:
+    from monaifrac.data.check import check_dataset
+
+    result = check_dataset(args.dataset_dir, workers=args.workers)
+    for problem in result["problems"]:
+        print(problem)
+    print(f"{result['datalist']}: {result['items']} item(s), {len(result['problems'])} problem(s)")
+    return 0 if result["ok"] else 1
+
+
 def _cmd_score(args) -> int:
     from monaifrac.evaluation.score import score_predictions
 
@@ -181,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "the film and its left-right and up-down flips)")
     _add_bundle_options(p)
     p.set_defaults(func=_cmd_infer)
+
+    p = sub.add_parser("check", help="integrity check of a prepared dataset (what training runs first)")
+    p.add_argument("dataset_dir", help="a folder written by `monaifrac prepare`")
+    p.add_argument("--workers", type=int, default=2, help="reading threads")
+    p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("cv", help="k-fold cross-validation: train and evaluate each fold, write a table")
     p.add_argument("dataset_dir", help="a folder written by `monaifrac prepare` (its training items carry folds)")

@@ -144,3 +144,17 @@ def test_missing_model_through_monai_bundle(tmp_path):
                               "--output_dir", str(tmp_path / "out"), "--model_file", str(tmp_path / "none.pt")))
     assert proc.returncode == 2
     assert f"error: no model file at {tmp_path / 'none.pt'}" in proc.stdout and "Traceback" not in proc.stdout
+
+
+def test_training_stops_at_preflight_on_a_broken_dataset(prepared, tmp_path):
+    """A label file gone: training stops before caching, naming the file, with exit status 2."""
+    data = tmp_path / "data"
+    shutil.copytree(prepared.dataset_dir, data)
+    victim = data / prepared.section("training")[0]["label"]
+    victim.unlink()
+    proc = run_cmd([*monaifrac_command(), "train", str(data), "--bundle-root", str(tmp_path / "root"), "--epochs", "1",
+                    "--set", "patch_size=[64,64]", "num_workers=0"], timeout=300)
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert "preflight found 1 problem" in proc.stdout and f"{victim}: file not found" in proc.stdout
+    assert "Traceback" not in proc.stdout
+    assert not (tmp_path / "root" / "models").exists()  # stopped before anything was trained or saved
