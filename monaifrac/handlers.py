@@ -386,6 +386,31 @@ class TrainingStateLoader(WeightsLoader):
         # ignite has already logged "resuming from iteration 0, epoch 0" before the load; say where it really is
         self.logger.info(f"Resuming training from epoch {engine.state.epoch} (iteration {engine.state.iteration}) "
                          f"saved in {self.load_path}; running to epoch {engine.state.max_epochs}")
+        self._follow_new_length(engine)
+
+    def _follow_new_length(self, engine: Engine) -> None:
+        """Resumed with another ``max_epochs``: put a cosine schedule on the curve of the new length.
+
+        The saved ``CosineAnnealingLR`` still spans the old run (``T_max``); past it the cosine
+        would climb back up. Training 50 epochs and resuming with ``max_epochs`` 100 instead
+        continues as a 100-epoch run would at epoch 50: ``T_max`` becomes 100 and the learning
+        rate that run's value at this epoch.
+        """
+        import math
+
+        scheduler = self.load_dict.get("lr_scheduler")
+        if not isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            return
+        length = int(engine.state.max_epochs)
+        if scheduler.T_max == length:
+            return
+        old, scheduler.T_max = scheduler.T_max, length
+        progress = min(scheduler.last_epoch, length) / length
+        for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * progress)) / 2
+        scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
+        self.logger.info(f"learning-rate cosine stretched from {old} to {length} epochs: lr now "
+                         f"{scheduler._last_lr[0]:.3g} at epoch {engine.state.epoch}")
 
 
 class TrainingDiverged(RuntimeError):

@@ -157,3 +157,24 @@ def test_resume_runs_only_the_remaining_epoch(trained, tmp_path):
     assert [e.step for e in acc.Scalars("val_fracture_dice")] == [3]
     assert [e.step for e in acc.Scalars("lr")] == [3]
     assert min(e.step for e in acc.Scalars("train_loss")) > before["trainer"]["iteration"]
+
+
+def test_resume_with_more_epochs_stretches_the_cosine(trained, tmp_path):
+    """2 epochs trained under a 2-epoch cosine, resumed to 4: the rest follows a 4-epoch cosine
+    (what a 4-epoch run has at epoch 3 and 4), not the old curve climbing back up."""
+    import math
+
+    saved = trained.bundle_root / "models" / "checkpoint_final.pt"
+    bundle_root = tmp_path / "longer"
+    log = check_rc(run_cmd(bundle_cmd("run", "--config_file", TRAIN_JSON,
+                                      "--dataset_dir", str(trained.prepared.dataset_dir),
+                                      "--bundle_root", str(bundle_root), "--resume_from", str(saved),
+                                      "--max_epochs", "4", *SMALL), timeout=300))
+    assert "cosine stretched from 2 to 4 epochs" in log
+    after = torch.load(bundle_root / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=True)
+    assert after["lr_scheduler"]["T_max"] == 4
+    base = after["lr_scheduler"]["base_lrs"][0]
+    lrs = {e.step: e.value for e in event_accumulator(bundle_root / "eval").Scalars("lr")}
+    # LrScheduleHandler steps at the end of each epoch; the logged lr is the one after the step
+    for epoch in (3, 4):
+        assert lrs[epoch] == pytest.approx(base * (1 + math.cos(math.pi * epoch / 4)) / 2, abs=1e-9)
