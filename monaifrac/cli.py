@@ -14,7 +14,7 @@ from monaifrac.io import InputError
 def _cmd_prepare(args) -> int:
     from monaifrac.data.prepare import prepare
 
-    report = prepare(args.fracatlas_dir, args.out, labelme=args.labelme, labelme_map=args.labelme_map,
+    report = prepare(args.fracatlas_dirs or None, args.out, labelme=args.labelme, labelme_map=args.labelme_map,
                      folds=args.folds, seed=args.seed, on_error=args.on_error, workers=args.workers,
                      progress=not args.quiet)
     summary = {k: report[k] for k in ("cases_written", "fractured", "non_fractured", "polygons", "sections",
@@ -140,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="FracAtlas (and/or Labelme) folder → NIfTI pairs + datalist.json")
-    p.add_argument("fracatlas_dir", nargs="?", help="folder in the official FracAtlas layout")
+    p.add_argument("fracatlas_dirs", nargs="*", metavar="FRACATLAS_DIR",
+                   help="folder(s) in the official FracAtlas layout, e.g. the main copy and a folder of extra "
+                        "normal films; film ids must be unique across them")
     p.add_argument("--out", required=True, help="output folder (created; files in it are replaced)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds over training (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split of non-fractured films and of the folds")

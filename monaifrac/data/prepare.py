@@ -17,7 +17,7 @@ import multiprocessing as mp
 import os
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -243,29 +243,41 @@ def _summary(values: list[float]) -> dict:
     return {"n": len(v), "median": float(np.median(v)), "min": float(v.min()), "max": float(v.max())}
 
 
-def read_sources(fracatlas: Path | str | None = None, labelme: Path | str | None = None,
+def read_sources(fracatlas: Path | str | Sequence[Path | str] | None = None, labelme: Path | str | None = None,
                  labelme_map: Path | str | None = None) -> tuple[list[Case], list[Problem], str]:
-    """Read a FracAtlas folder, a Labelme folder, or both (merged by film id)."""
+    """Read FracAtlas folder(s), a Labelme folder, or both (merged by film id).
+
+    Several FracAtlas-layout folders (the main copy and a folder of extra normal films, say)
+    are read one after the other; a film id found in two of them is an error naming both files.
+    """
     from monaifrac.data.fracatlas import read_fracatlas
     from monaifrac.data.labelme import merge_cases, read_labelme, read_mapping
 
-    if fracatlas is None and labelme is None:
+    folders = [] if fracatlas is None else [fracatlas] if isinstance(fracatlas, (str, Path)) else list(fracatlas)
+    if not folders and labelme is None:
         raise DataError("nothing to prepare: give a FracAtlas folder, --labelme DIR, or both")
     cases: list[Case] = []
     problems: list[Problem] = []
     names = []
-    if fracatlas is not None:
-        cases, problems = read_fracatlas(fracatlas)
-        names.append(str(fracatlas))
+    seen: dict[str, Case] = {}
+    for folder in folders:
+        found, found_problems = read_fracatlas(folder)
+        for case in found:
+            if case.id in seen:
+                raise DataError(f"film id {case.id} is in two sources: {seen[case.id].image} and {case.image}")
+            seen[case.id] = case
+        cases += found
+        problems += found_problems
+        names.append(str(folder))
     if labelme is not None:
         extra, extra_problems = read_labelme(labelme, read_mapping(labelme_map))
         cases = merge_cases(cases, extra)
         problems += extra_problems
         names.append(f"labelme:{labelme}")
-    return cases, problems, " + ".join(names)
+    return sorted(cases, key=lambda c: c.id), problems, " + ".join(names)
 
 
-def prepare(fracatlas: Path | str | None, out_dir: Path | str, *, labelme: Path | str | None = None,
+def prepare(fracatlas: Path | str | Sequence[Path | str] | None, out_dir: Path | str, *, labelme: Path | str | None = None,
             labelme_map: Path | str | None = None, **options) -> dict:
     """Read the source(s) and write the prepared dataset; ``options`` as for :func:`prepare_cases`."""
     cases, problems, source = read_sources(fracatlas, labelme, labelme_map)

@@ -274,3 +274,50 @@ def test_non_fractured_in_report_and_datalist_flags(prepared):
     datalist = json.loads((out / "datalist.json").read_text())
     flags = {item["id"]: item["fractured"] for items in datalist.values() for item in items}
     assert sorted(i for i, f in flags.items() if not f) == NON_FRACTURED_IDS
+
+
+def normals_folder(src, dst, offset: int = 5000):
+    """A folder of extra normal films in the FracAtlas layout (as ../shared/data/fracatlas-normals):
+    the non-fractured films of ``src`` under new ids, an emptied COCO JSON, no split lists."""
+    import shutil
+
+    (dst / "images" / "Non_fractured").mkdir(parents=True)
+    rows = ["image_id,hand,leg,hip,shoulder,mixed,hardware,multiscan,fractured,fracture_count,frontal,lateral,oblique"]
+    ids = []
+    for i, film in enumerate(sorted((src / "images" / "Non_fractured").glob("*.jpg"))):
+        new = f"IMG{offset + i:07d}"
+        shutil.copy(film, dst / "images" / "Non_fractured" / f"{new}.jpg")
+        rows.append(f"{new}.jpg,0,1,0,0,0,0,0,0,0,1,0,0")
+        ids.append(new)
+    (dst / "dataset.csv").write_text("\n".join(rows) + "\n")
+    coco = dst / "Annotations" / "COCO JSON" / "COCO_fracture_masks.json"
+    coco.parent.mkdir(parents=True)
+    coco.write_text(json.dumps({"info": {}, "images": [], "annotations": [],
+                                "categories": [{"id": 0, "name": "fractured"}]}))
+    return ids
+
+
+def test_two_sources_are_prepared_together(mini_atlas, tmp_path):
+    from monaifrac.cli import main
+
+    extra_ids = normals_folder(mini_atlas.root, tmp_path / "normals")
+    out = tmp_path / "both"
+    assert main(["prepare", str(mini_atlas.root), str(tmp_path / "normals"), "--out", str(out), "--workers", "1",
+                 "--quiet"]) == 0
+    datalist = json.loads((out / "datalist.json").read_text())
+    items = {d["id"]: d for section in datalist.values() for d in section}
+    single = prepare(mini_atlas.root, tmp_path / "one", workers=1, progress=False)
+    assert len(items) == single["cases_written"] + len(extra_ids)
+    for i in extra_ids:
+        assert not items[i]["fractured"] and items[i]["body_part"] == "leg"
+        label = nib.load(out / items[i]["label"]).get_fdata()
+        assert 2 not in np.unique(label)
+    report = json.loads((out / "prepare_report.json").read_text())
+    assert str(tmp_path / "normals") in report["source"]
+
+
+def test_a_film_id_in_two_sources_is_refused(mini_atlas, tmp_path):
+    from monaifrac.data.cases import DataError
+
+    with pytest.raises(DataError, match="film id .* is in two sources"):
+        prepare([mini_atlas.root, mini_atlas.root], tmp_path / "dup", workers=1, progress=False)
