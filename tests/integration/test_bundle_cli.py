@@ -113,10 +113,11 @@ def test_infer_through_the_command(cli_trained, prepared, tmp_path):
     with (out / "predictions.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [r["film"] for r in rows] == [str(films / "IMG0000003.jpg"), str(films / "plain.png")]
+    threshold = json.loads((REPO / "bundle" / "configs" / "inference.json").read_text())["presence_threshold"]
     for r in rows:
         score = float(r["fracture_score"])
         assert 0.0 <= score <= 1.0
-        assert int(r["fractured"]) == int(score >= 0.5)  # inference.json's presence_threshold
+        assert int(r["fractured"]) == int(score >= threshold)  # inference.json's presence_threshold
         label = np.asarray(Image.open(r["label_file"]))
         assert int(r["fracture_area_px"]) == int((label == 2).sum())
     assert Image.open(out / "IMG0000003.png").size == (160, 192)  # displayed width x height
