@@ -1,0 +1,7 @@
+"""Serving the bundle in MONAI Label.
+
+:mod:`monaifrac.serving.requests` checks what a client sends (uploaded films, image ids) with
+the project's one reader and needs nothing beyond monaifrac; ``monaifrac/serving/app/`` is the
+MONAI Label app (``main.py``), loaded by ``monailabel start_server --app`` in the MONAI Label
+environment that ``scripts/monailabel-env.sh`` builds. ``scripts/monailabel-serve`` starts it.
+"""

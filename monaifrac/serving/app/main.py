@@ -1,0 +1,120 @@
+"""monaifrac's MONAI Label app: the ``monaibundle`` sample app's shape, for the fracture bundle.
+
+``monailabel start_server --app <this folder's copy> --studies DIR --conf models <name>`` loads
+it (``scripts/monailabel-serve`` does all of that). What it adds to the sample app:
+
+- every infer request is checked first (:mod:`monaifrac.serving.requests`): an upload that is not
+  a whole, readable film gets 422 and its temporary file is removed; an image id that is a path
+  gets 422 and an unknown one 404, and nothing outside the studies folder is read;
+- inference drops the bundle's overlay writer as well as ``SaveImaged`` (a server would pile
+  overlays up in the bundle folder) and returns the film's fracture score with the label;
+- training hands the bundle the datastore's films as they are (``train.json`` reads JPG/PNG
+  with the project's reader), each with its id, so the bundle's checks name the film.
+
+It runs in the MONAI Label environment (``scripts/monailabel-env.sh``), not in monaifrac's own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Dict
+
+from fastapi import HTTPException
+from monai.transforms import SaveImaged
+
+import monaifrac
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.strategy import Strategy
+from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.tasks.activelearning.first import First
+from monailabel.tasks.activelearning.random import Random
+from monailabel.tasks.infer.bundle import BundleInferTask
+from monailabel.tasks.train.bundle import BundleTrainTask
+from monailabel.utils.others.generic import get_bundle_models, remove_file, strtobool
+from monaifrac.serving.requests import RequestError, check_film, is_upload, resolve_study
+from monaifrac.transforms import SaveOverlayd
+
+logger = logging.getLogger(__name__)
+
+
+class FractureInferTask(BundleInferTask):
+    """The bundle's ``inference.json`` without its file writers; the score travels in the result."""
+
+    def __init__(self, path: str, conf: Dict[str, str]):
+        super().__init__(path, conf, post_filter=[SaveImaged, SaveOverlayd])
+
+    def writer(self, data, extension=None, dtype=None):
+        # MONAI Label writes the label in the input's format: a JPG film would get a lossy JPG label
+        if extension is None and not data.get("result_extension"):
+            extension = ".png"
+        if dtype is None and not data.get("result_dtype"):
+            dtype = "uint8"
+        label, params = super().writer(data, extension=extension, dtype=dtype)
+        if "fracture_score" in data:
+            params = dict(params or {}, fracture_score=float(data["fracture_score"]))
+        return label, params
+
+
+class FractureTrainTask(BundleTrainTask):
+    """``train.json`` on the datastore's labelled films (image, label and the film's id)."""
+
+    def _fetch_datalist(self, request, datastore):
+        return [{"image": d["image"], "label": d["label"], "id": Path(d["image"]).name.split(".")[0]}
+                for d in datastore.datalist() if d]
+
+
+class MonaifracApp(MONAILabelApp):
+    def __init__(self, app_dir, studies, conf):
+        self.models = get_bundle_models(app_dir, conf)
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="monaifrac: fracture and bone segmentation on X-rays",
+            description="MONAI bundle segmenting bone and fractures on musculoskeletal radiographs",
+            version=monaifrac.__version__,
+        )
+
+    def init_infers(self) -> Dict[str, InferTask]:
+        infers: Dict[str, InferTask] = {}
+        for name, path in self.models.items():
+            task = FractureInferTask(path, self.conf)
+            if task.is_valid():
+                infers[name] = task
+        return infers
+
+    def init_trainers(self) -> Dict[str, TrainTask]:
+        if strtobool(self.conf.get("skip_trainers", "false")):
+            return {}
+        trainers: Dict[str, TrainTask] = {}
+        for name, path in self.models.items():
+            task = FractureTrainTask(path, self.conf)
+            if task.is_valid():
+                trainers[name] = task
+        return trainers
+
+    def init_strategies(self) -> Dict[str, Strategy]:
+        return {"random": Random(), "first": First()}
+
+    def infer(self, request, datastore=None):
+        image = request.get("image")
+        try:
+            if not isinstance(image, str):
+                raise RequestError(422, "image: expected a study id or an uploaded file")
+            if is_upload(image):
+                try:
+                    check_film(image, name="uploaded file")
+                except RequestError:
+                    remove_file(image)  # the endpoint only removes it after a success
+                    raise
+            else:
+                store = datastore or self.datastore()
+                resolve_study(image, store.list_images())
+                check_film(store.get_image_uri(image), name=image)
+        except RequestError as err:
+            logger.warning("refused infer request: %s", err)
+            raise HTTPException(status_code=err.status, detail=str(err)) from None
+        return super().infer(request, datastore)
