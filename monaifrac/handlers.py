@@ -272,13 +272,21 @@ class PredictionsCSVWriter:
         import csv
         import io
 
+        rows = self.rows
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # a sharded run (multi_gpu_inference.json): every rank labelled its own films; one table
+            gathered: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, rows)
+            if torch.distributed.get_rank() != 0:
+                return
+            rows = [row for part in gathered for row in part]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=PREDICTIONS_COLUMNS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(sorted(self.rows, key=lambda r: r["film"]))
+        writer.writerows(sorted(rows, key=lambda r: r["film"]))
         path = self.output_dir / self.filename
         write_text(path, buffer.getvalue())
-        logger.info("%d film(s) listed in %s", len(self.rows), path)
+        logger.info("%d film(s) listed in %s", len(rows), path)
 
 
 def _plain(value):

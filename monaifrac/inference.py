@@ -31,7 +31,8 @@ def _check(path: Path) -> None:
     read_radiograph(path)
 
 
-def collect_films(inputs: str | Path | Sequence[str | Path], output_dir: str | Path) -> list[dict]:
+def collect_films(inputs: str | Path | Sequence[str | Path], output_dir: str | Path,
+                  write_report: bool = True) -> list[dict]:
     """Readable films among ``inputs`` as MONAI data dicts ``{"image": path}``.
 
     Args:
@@ -39,6 +40,8 @@ def collect_films(inputs: str | Path | Sequence[str | Path], output_dir: str | P
             not recursive), one file, or a list of files.
         output_dir: where ``inference_report.json`` is written, listing the films taken and
             each rejected file with its problem.
+        write_report: False on all but one process of a sharded run (every process collects
+            the same list; one writes it).
 
     Raises:
         FileNotFoundError: ``inputs`` names nothing that exists.
@@ -64,7 +67,8 @@ def collect_films(inputs: str | Path | Sequence[str | Path], output_dir: str | P
             continue
         films.append({"image": str(path)})
     report = {"films": [f["image"] for f in films], "rejected": rejected}
-    write_text(Path(output_dir) / REPORT_NAME, json.dumps(report, indent=2) + "\n")
+    if write_report:
+        write_text(Path(output_dir) / REPORT_NAME, json.dumps(report, indent=2) + "\n")
     if not films:
         logger.warning("no readable film in %s", inputs)
     return films
