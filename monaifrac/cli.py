@@ -240,19 +240,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, InputError) as err:
-        print(f"monaifrac {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except RuntimeError as err:
         # MONAI wraps a config expression's error ("Failed to evaluate ...") around ours, e.g. a
         # missing datalist.json; show the user the cause, not the parser's traceback.
         from monaifrac.handlers import TrainingDiverged
 
         cause = _root_cause(err)
-        if isinstance(cause, (FileNotFoundError, DataError, InputError, ValueError, TrainingDiverged)):
-            print(f"monaifrac {args.command}: error: {cause}", file=sys.stderr)
-            return 2
-        raise
+        if not isinstance(cause, (OSError, DataError, InputError, ValueError, TrainingDiverged)):
+            raise
+    except (OSError, DataError, InputError) as err:
+        cause = err
+    # bad input (a missing or unreadable file, a bad dataset) exits 2; the machine failing us
+    # (a full disk, a read-only folder) exits 1; either way one line naming the file
+    print(f"monaifrac {args.command}: error: {cause}", file=sys.stderr)
+    return 1 if isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError) else 2
 
 
 if __name__ == "__main__":

@@ -263,9 +263,31 @@ def atomic_path(path: os.PathLike | str) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp_path, path)
+    except OSError as err:
+        # the writer names the hidden temporary file, or nothing at all; the user needs the real one
+        raise OSError(err.errno, f"cannot write: {err.strerror or err}", str(path)) from err
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def remove_temporaries(folder: os.PathLike | str) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` left in ``folder`` and return them.
+
+    Only a process killed inside ``atomic_path`` (no ``finally`` runs) leaves one; a parent that
+    killed its workers calls this on the folders they wrote to. Matches mkstemp's names exactly
+    (``.<final name>.<8 characters><suffix>``), so no other hidden file is touched.
+    """
+    import re
+
+    pattern = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}(?P<suffix>\.[A-Za-z0-9.]+)")
+    removed = []
+    for p in Path(folder).glob(".*"):
+        m = pattern.fullmatch(p.name)
+        if m and p.is_file() and (m["name"].endswith(m["suffix"]) or m["suffix"] == ".tmp"):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def write_text(path: os.PathLike | str, text: str) -> None:

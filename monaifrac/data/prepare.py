@@ -25,7 +25,7 @@ from monaifrac.data.cases import ON_ERROR_CHOICES, Case, DataError, Problem
 from monaifrac.data.masks import BONE, FRACTURE, PolygonError, RasterStats, bone_pseudo_label, compose_label, \
     rasterize_polygons
 from monaifrac.data.splits import DATALIST_SECTIONS, NO_FOLD, assign_folds, assign_sections
-from monaifrac.io import InputError, read_raster, to_monai_frame, write_json, write_nifti
+from monaifrac.io import InputError, read_raster, remove_temporaries, to_monai_frame, write_json, write_nifti
 
 IMAGE_DIR, LABEL_DIR = "images", "labels"
 DATALIST_NAME, REPORT_NAME = "datalist.json", "prepare_report.json"
@@ -107,8 +107,19 @@ def _results(cases: list[Case], out_dir: Path, skip_truncated: bool, workers: in
         return
     # fork keeps start-up cheap: the workers inherit the imported libraries.
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    with ctx.Pool(workers) as pool:
+    pool = ctx.Pool(workers)
+    try:
         yield from pool.imap(_prepare_case_star, tasks, chunksize=4)
+    except BaseException:
+        # one case failed (or the caller stopped): the other workers are killed wherever they are,
+        # possibly inside a write, where atomic_path's cleanup cannot run; sweep up after them
+        pool.terminate()
+        pool.join()
+        for sub in ("images", "labels"):
+            remove_temporaries(out_dir / sub)
+        raise
+    pool.close()
+    pool.join()
 
 
 def prepare_cases(cases: list[Case], problems: list[Problem], out_dir: Path | str, *, folds: int = 5,
