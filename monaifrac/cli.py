@@ -77,7 +77,8 @@ def _cmd_infer(args) -> int:
     inputs = args.inputs[0] if len(args.inputs) == 1 else list(args.inputs)
     run_bundle(configs, bundle_root=args.bundle_root,
                **_bundle_overrides(args, input_files=inputs, output_dir=args.output_dir, model_file=args.model,
-                                   model_files=args.models, tta=True if args.tta else None))
+                                   model_files=args.models, tta=True if args.tta else None,
+                                   save_overlays=True if args.overlays else None))
     return 0
 
 
@@ -183,9 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bundle_options(p)
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("infer", help="label maps and overlays for films (configs/inference.json)")
+    p = sub.add_parser("infer", help="label maps (and overlays) for films (configs/inference.json)")
     p.add_argument("inputs", nargs="+", help="a folder of films, or film files (JPG/PNG/DICOM/NIfTI)")
-    p.add_argument("--output-dir", required=True, help="where <stem>.png and <stem>_overlay.png go")
+    p.add_argument("--output-dir", required=True, help="where <stem>.png (and <stem>_overlay.png) go")
+    p.add_argument("--overlays", action="store_true", help="also write <stem>_overlay.png, the film with the labels "
+                                                           "drawn on it (costs about a fifth of the inference time)")
     p.add_argument("--model", help="weights (default <bundle-root>/models/model.pt)")
     p.add_argument("--models", nargs="+", metavar="PT", help="an ensemble: several weights files of the same network, "
                                                              "their class probabilities averaged")

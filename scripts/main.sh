@@ -47,7 +47,7 @@ films += sorted(p for p in root.glob("*.jpg") if p not in films)[: 4 - len(films
 print(" ".join(str(f) for f in films))
 PY
 )
-monaifrac infer $FILMS --bundle-root "$RUN/bundle" --output-dir "$RUN/inference" 2>&1 | grep -E "error|Error" || true
+monaifrac infer $FILMS --bundle-root "$RUN/bundle" --output-dir "$RUN/inference" --overlays 2>&1 | grep -E "error|Error" || true
 
 # The validation films of the prepared data, as files in their source folder (JPG as users have them).
 VALID=$(python - "$SOURCE" "$RUN/prepared" <<'PY'

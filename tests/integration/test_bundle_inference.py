@@ -69,18 +69,19 @@ def inputs(prepared, tmp_path_factory):
     return folder, expected
 
 
-def check_outputs(out: Path, expected: dict[str, tuple[int, int]]) -> None:
+def check_outputs(out: Path, expected: dict[str, tuple[int, int]], overlays: bool = True) -> None:
     names = sorted(p.name for p in out.iterdir())
-    wanted = sorted([f"{s}.png" for s in expected] + [f"{s}_overlay.png" for s in expected]
+    wanted = sorted([f"{s}.png" for s in expected] + [f"{s}_overlay.png" for s in expected if overlays]
                     + ["inference_report.json", "predictions.csv"])
-    assert names == wanted  # one label map and one overlay per film, nothing else (no temporary file)
+    assert names == wanted  # one label map (and overlay) per film, nothing else (no temporary file)
     for stem, size in expected.items():
         label = Image.open(out / f"{stem}.png")
         assert label.mode == "L" and label.size == size, (stem, label.mode, label.size, size)
         values = np.asarray(label)
         assert values.dtype == np.uint8 and set(np.unique(values)) <= {0, 1, 2}, (stem, np.unique(values))
-        picture = Image.open(out / f"{stem}_overlay.png")
-        assert picture.mode == "RGB" and picture.size == size, (stem, picture.mode, picture.size)
+        if overlays:
+            picture = Image.open(out / f"{stem}_overlay.png")
+            assert picture.mode == "RGB" and picture.size == size, (stem, picture.mode, picture.size)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def folder_run(trained, inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("inferred")
     log = check_rc(run_cmd(bundle_cmd("run", "--config_file", INFERENCE_JSON, "--input_dir", str(folder),
                                       "--output_dir", str(out), "--bundle_root", str(trained.bundle_root),
-                                      "--patch_size", "[64,64]")))
+                                      "--patch_size", "[64,64]", "--save_overlays", "true")))
     return out, expected, log
 
 
@@ -141,7 +142,7 @@ def test_input_files_as_a_list(trained, inputs, tmp_path):
     check_rc(run_cmd(bundle_cmd("run", "--config_file", INFERENCE_JSON, "--input_files", repr(files),
                                 "--output_dir", str(out), "--bundle_root", str(trained.bundle_root),
                                 "--patch_size", "[64,64]")))
-    check_outputs(out, {ROTATED: expected[ROTATED], "plain": expected["plain"]})
+    check_outputs(out, {ROTATED: expected[ROTATED], "plain": expected["plain"]}, overlays=False)  # off by default
 
 
 def test_ckpt_export_matches_the_eager_network(trained, tmp_path):
@@ -192,7 +193,7 @@ def test_ensemble_and_tta_switches(trained, inputs, tmp_path):
                         "tta": ["--tta", "true"]}.items():
         runs[name] = tmp_path / name
         check_rc(run_cmd(bundle_cmd(*base, "--output_dir", str(runs[name]), *extra)))
-        check_outputs(runs[name], expected)
+        check_outputs(runs[name], expected, overlays=False)
     single, pair, tta = (predictions(runs[n]) for n in ("single", "pair", "tta"))
     assert single.keys() == pair.keys() == tta.keys()
     for film in single:
