@@ -129,6 +129,23 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_export_nnunet(args) -> int:
+    from monaifrac.data.nnunet import export_nnunet
+
+    summary = export_nnunet(args.prepared_dir, args.out, dataset_id=args.id, name=args.name)
+    print(json.dumps(summary, indent=2))
+    name = summary["dataset_name"]
+    print(f"wrote {summary['dataset_dir']}" + (" (replacing the earlier export)" if summary["replaced"] else ""))
+    print(f"nnU-Net reads the split from $nnUNet_preprocessed/{name}/splits_final.json; recent releases (2.8.1 "
+          f"does) copy it there from the raw folder in nnUNetv2_plan_and_preprocess, older ones need it copied:\n"
+          f"  mkdir -p \"$nnUNet_preprocessed/{name}\" && "
+          f"cp {summary['splits_final']} \"$nnUNet_preprocessed/{name}/\"\n"
+          f"fold 0 is the official split; fold k+1 is monaifrac's cross-validation fold k")
+    if summary["replaced"]:
+        print(f"after a re-export, delete $nnUNet_preprocessed/{name} before planning again")
+    return 0
+
+
 def _add_bundle_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle-root", help="where models/ and eval/ are (default: the bundle of this repository)")
     p.add_argument("--network", choices=("unet", "basic_unet"), default="unet",
@@ -229,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the HTML file to write")
     p.add_argument("--max-films", type=int, help="cards for the worst N films only (default: all)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("export-nnunet", help="a prepared folder → raw nnU-Net v2 dataset (PNG) with the same split")
+    p.add_argument("prepared_dir", help="a folder written by `monaifrac prepare`")
+    p.add_argument("out", help="where Dataset<ID>_<NAME>/ goes, normally $nnUNet_raw (created if needed)")
+    p.add_argument("--id", type=int, required=True, help="nnU-Net dataset id, 1..999 (custom datasets 500..999)")
+    p.add_argument("--name", default="Fracture", help="nnU-Net dataset name (default Fracture)")
+    p.set_defaults(func=_cmd_export_nnunet)
 
     return parser
 
