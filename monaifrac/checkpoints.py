@@ -1,4 +1,4 @@
-"""Reading checkpoints: weights only, with one clear error for a bad file.
+"""Reading checkpoints: weights only, with one clear error for a bad file; random states in a form they can hold.
 
 Every checkpoint monaifrac loads (resume, warm start, evaluation, inference, ensembles) goes
 through :func:`read_checkpoint`, which uses ``torch.load(weights_only=True)``: tensors,
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 import zipfile
 
+import numpy as np
 import torch
 
 from monaifrac.io import InputError
@@ -38,3 +40,98 @@ def read_checkpoint(path: os.PathLike | str, map_location=None):
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(path, f"not a readable checkpoint, truncated or corrupt? ({first})") from None
+
+
+# --------------------------------------------------------------------------- random states
+# A resumable checkpoint must still load with ``weights_only=True``, so random states are kept
+# as tensors, lists and plain numbers, never as pickled NumPy or ``random`` objects.
+
+
+def numpy_state_to_plain(state: tuple) -> dict:
+    """``np.random.RandomState.get_state()`` (or ``np.random.get_state()``) as weights-only types."""
+    kind, key, pos, has_gauss, cached_gaussian = state
+    return {"kind": str(kind), "key": torch.from_numpy(np.asarray(key, dtype=np.int64).copy()), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
+
+
+def numpy_state_from_plain(plain: dict) -> tuple:
+    """The inverse of :func:`numpy_state_to_plain`: a tuple ``RandomState.set_state`` takes."""
+    key = torch.as_tensor(plain["key"]).numpy().astype(np.uint32)
+    return plain["kind"], key, int(plain["pos"]), int(plain["has_gauss"]), float(plain["cached_gaussian"])
+
+
+def rng_state() -> dict:
+    """The process's global random states: torch (CPU and every CUDA device), NumPy and Python ``random``.
+
+    Every value is a tensor, a list or a plain number, so the dict survives ``torch.save`` and
+    :func:`read_checkpoint`; :func:`set_rng_state` puts it back exactly.
+    """
+    version, internal, gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state_to_plain(np.random.get_state()),
+             "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+                        "gauss": None if gauss is None else float(gauss)},
+             "cuda": []}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` returned (CUDA states only where the device count matches)."""
+    torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8))
+    np.random.set_state(numpy_state_from_plain(state["numpy"]))
+    py = state["python"]
+    random.setstate((int(py["version"]), tuple(int(v) for v in torch.as_tensor(py["internal"]).tolist()),
+                     py["gauss"]))
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all([torch.as_tensor(s, dtype=torch.uint8) for s in cuda])
+
+
+def randomizables(obj) -> list:
+    """MONAI ``Randomizable`` objects reachable from ``obj`` (a transform, a ``Compose``, a dataset's
+    ``transform``), nested ones included, each once, in a fixed order (attribute order, depth first).
+
+    ``monai.data.utils.set_rnd`` stops at the first object that has ``set_random_state`` (a
+    ``Compose`` re-seeds its children from its own generator); each child's generator has moved on
+    separately since, so capturing states needs every one of them.
+    """
+    from monai.transforms import Randomizable, Transform
+
+    found: list = []
+    seen: set[int] = set()
+
+    def walk(o) -> None:
+        if id(o) in seen:
+            return
+        seen.add(id(o))
+        if isinstance(o, dict):
+            children = list(o.values())
+        elif isinstance(o, (list, tuple)):
+            children = list(o)
+        elif isinstance(o, (Transform, Randomizable)):  # only transforms are searched: no loggers, readers, data
+            if isinstance(getattr(o, "R", None), np.random.RandomState):
+                found.append(o)
+            children = [v for k, v in vars(o).items() if not k.startswith("__")]
+        else:
+            children = []
+        for child in children:
+            walk(child)
+
+    walk(obj)
+    return found
+
+
+def transform_rng_states(obj) -> list[dict]:
+    """The generators of :func:`randomizables` of ``obj``, in weights-only form."""
+    return [numpy_state_to_plain(t.R.get_state()) for t in randomizables(obj)]
+
+
+def set_transform_rng_states(obj, states: list[dict]) -> bool:
+    """Restore :func:`transform_rng_states`; False (nothing changed) when the transforms differ in number."""
+    targets = randomizables(obj)
+    if len(targets) != len(states):
+        return False
+    for t, s in zip(targets, states):
+        t.R.set_state(numpy_state_from_plain(s))
+    return True
