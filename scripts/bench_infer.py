@@ -1,6 +1,7 @@
 """Inference cost of the bundle's switches, measured side by side in one run.
 
 Usage: python scripts/bench_infer.py FILMS_DIR [--n 20] [--model bundle/models/model.pt] [--threads N]
+                                    [--onnx] [--onnx-model model.onnx]
 
 Runs ``bundle/configs/inference.json`` in this process over the first N films of FILMS_DIR
 (JPG/PNG), and over the first film alone, for each configuration:
@@ -13,6 +14,14 @@ The per-film cost is the marginal time ``(T_N - T_1) / (N - 1)``, which leaves o
 and config parsing. Beside it, the model alone: the sliding window over the same films held
 in memory as tensors. Prints absolute figures, the ratio of each switch to ``default``, and
 the machine (CPU model, cores, torch threads).
+
+With ``--onnx`` (opt-in: it needs the ``onnx`` extra and spends 10-40 s exporting), the model is
+also exported with the model card's ``python -m monai.bundle onnx_export`` command (or taken
+from ``--onnx-model``) and run by ONNX Runtime through the same sliding window
+(``inference.json``'s ``inferer``) over the same in-memory films, alternating film by film with
+PyTorch so both see the same machine load. Prints both per-film times, the ratio ONNX
+Runtime / PyTorch, the session settings (intra-op threads = torch threads) and the largest
+difference between the two outputs.
 """
 
 from __future__ import annotations
@@ -74,17 +83,99 @@ def model_only(files: list[str], model: str) -> float:
     return (time.perf_counter() - start) / len(films)
 
 
+# The model card's export command (bundle/docs/README.md), less the paths: dynamic batch, height and width.
+ONNX_CONVERTER_KWARGS = ('{"input_names": ["image"], "output_names": ["pred"], "dynamo": True, "external_data": False, '
+                         '"dynamic_axes": {"image": {0: "batch", 2: "height", 3: "width"}, '
+                         '"pred": {0: "batch", 2: "height", 3: "width"}}}')
+
+
+def export_onnx(model: str, path: Path) -> None:
+    """``python -m monai.bundle onnx_export`` as the model card gives it, in a subprocess."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "monai.bundle", "onnx_export", "network_def", "--filepath", str(path),
+           "--ckpt_file", model, "--meta_file", str(REPO_BUNDLE / "configs" / "metadata.json"),
+           "--config_file", CONFIG, "--use_trace", "True", "--input_shape", "[1,1,256,256]",
+           "--converter_kwargs", ONNX_CONVERTER_KWARGS]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0 or not path.is_file():
+        raise RuntimeError(f"onnx_export failed (rc {proc.returncode}):\n{proc.stdout[-4000:]}")
+
+
+def model_only_onnx(files: list[str], model: str, onnx_model: str) -> dict:
+    """Seconds per film of the sliding window alone, PyTorch and ONNX Runtime side by side.
+
+    Same films (in memory), same ``inferer`` object; the ORT session runs on numpy and hands a
+    torch tensor back to the sliding window. Films alternate which engine goes first.
+    """
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(CONFIG)
+    parser["model_file"] = model
+    preprocessing, inferer, network = (parser.get_parsed_content(k) for k in ("preprocessing", "inferer", "network"))
+    network.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))
+    network.eval()
+    films = [preprocessing({"image": f})["image"][None] for f in files]
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def ort_network(x: torch.Tensor) -> torch.Tensor:
+        x = x.as_tensor() if hasattr(x, "as_tensor") else x  # a MetaTensor window: plain data only
+        arr = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(session.run(None, {input_name: arr})[0])
+
+    engines = {"torch": network, "ort": ort_network}
+    times = {"torch": 0.0, "ort": 0.0}
+    max_diff = 0.0
+    with torch.no_grad():
+        for net in engines.values():
+            inferer(films[0], net)  # warm-up
+        for i, x in enumerate(films):
+            out = {}
+            for name in (("torch", "ort") if i % 2 == 0 else ("ort", "torch")):
+                start = time.perf_counter()
+                out[name] = inferer(x, engines[name])
+                times[name] += time.perf_counter() - start
+            max_diff = max(max_diff, float((torch.as_tensor(out["ort"]) - torch.as_tensor(out["torch"])).abs().max()))
+    torch_s, ort_s = times["torch"] / len(films), times["ort"] / len(films)
+    return {"torch_per_film_s": torch_s, "ort_per_film_s": ort_s, "ort_over_torch": ort_s / torch_s,
+            "max_abs_diff": max_diff, "onnxruntime": ort.__version__,
+            "session": {"provider": "CPUExecutionProvider", "intra_op_num_threads": options.intra_op_num_threads,
+                        "inter_op_num_threads": options.inter_op_num_threads, "execution_mode": "sequential",
+                        "graph_optimization_level": "ORT_ENABLE_ALL"}}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("films_dir")
     parser.add_argument("--n", type=int, default=20, help="films per folder run (default 20)")
     parser.add_argument("--model", default=str(REPO_BUNDLE / "models" / "model.pt"))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also time the model alone under ONNX Runtime, beside PyTorch (exports --model first)")
+    parser.add_argument("--onnx-model", default=None,
+                        help="an already exported .onnx to time (implies --onnx; default: export --model)")
     args = parser.parse_args()
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.onnx or args.onnx_model:  # fail now, not after the PyTorch runs
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            print('error: --onnx needs onnxruntime: pip install -e ".[onnx]"', file=sys.stderr)
+            return 2
     if not Path(args.model).is_file():
         print(f"error: no model file at {args.model}", file=sys.stderr)
         return 2
@@ -116,7 +207,25 @@ def main() -> int:
         print(f"{name:<12} {r['per_film_s']:>12.3f} {r['per_film_s'] / base:>10.2f} {r['T_1_s']:>31.2f}")
     print(f"{'model only':<12} {alone:>12.3f} {alone / base:>10.2f}   (sliding window on in-memory films)")
     print(f"end-to-end / model-only (default): {base / alone:.2f}")
-    print(json.dumps({"films": len(films), "model_only_per_film_s": alone, **results}))
+    onnx = None
+    if args.onnx or args.onnx_model:
+        onnx_tmp = Path(tempfile.mkdtemp(prefix="bench_infer_onnx_"))
+        try:
+            onnx_path = args.onnx_model or str(onnx_tmp / "model.onnx")
+            if not args.onnx_model:
+                export_onnx(args.model, Path(onnx_path))
+            onnx = model_only_onnx(films, args.model, onnx_path)
+        finally:
+            shutil.rmtree(onnx_tmp, ignore_errors=True)
+        s = onnx["session"]
+        print(f"model only, side by side (films alternate which goes first; onnxruntime {onnx['onnxruntime']}, "
+              f"{s['provider']}, intra_op {s['intra_op_num_threads']} = torch threads, inter_op "
+              f"{s['inter_op_num_threads']}, {s['execution_mode']}, {s['graph_optimization_level']}):")
+        print(f"{'  PyTorch':<12} {onnx['torch_per_film_s']:>12.3f}")
+        print(f"{'  ORT':<12} {onnx['ort_per_film_s']:>12.3f}   ORT / PyTorch {onnx['ort_over_torch']:.2f}, "
+              f"max |ORT - PyTorch| {onnx['max_abs_diff']:.1e} on the logits")
+    print(json.dumps({"films": len(films), "model_only_per_film_s": alone, **results,
+                      **({"onnx": onnx} if onnx else {})}))
     return 0
 
 

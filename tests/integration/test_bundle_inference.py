@@ -174,6 +174,57 @@ def test_ckpt_export_matches_the_eager_network(trained, tmp_path):
         assert (fresh(x) - want).abs().max().item() > 1e-3
 
 
+# The export command of the model card (bundle/docs/README.md), word for word but for the paths:
+# batch, height and width stay dynamic (any multiple of 16, as for the eager UNet).
+ONNX_CONVERTER_KWARGS = ('{"input_names": ["image"], "output_names": ["pred"], "dynamo": True, "external_data": False, '
+                         '"dynamic_axes": {"image": {0: "batch", 2: "height", 3: "width"}, '
+                         '"pred": {0: "batch", 2: "height", 3: "width"}}}')
+
+
+def test_onnx_export_matches_the_eager_network(trained, tmp_path):
+    """``onnx_export`` as a user types it; ONNX Runtime then gives the trained network's output at two sizes."""
+    import onnxruntime as ort
+
+    from monai.bundle import ConfigParser
+
+    models = trained.bundle_root / "models"
+    out_dir, tmp_dir = tmp_path / "exported", tmp_path / "tmp"
+    out_dir.mkdir()
+    tmp_dir.mkdir()
+    onnx_path = out_dir / "model.onnx"
+    check_rc(run_cmd(bundle_cmd("onnx_export", "network_def", "--filepath", str(onnx_path),
+                                "--ckpt_file", str(models / "model.pt"), "--meta_file", METADATA_JSON,
+                                "--config_file", INFERENCE_JSON, "--bundle_root", str(trained.bundle_root),
+                                "--use_trace", "True", "--input_shape", "[1,1,256,256]",
+                                "--converter_kwargs", ONNX_CONVERTER_KWARGS),
+                     env={"TMPDIR": str(tmp_dir)}))
+    # one self-contained file: no external-data sidecar beside it nor left in the temporary folder
+    # (torch's exporter keeps a torchinductor_<user> cache folder there: not a leftover of this export)
+    assert [p.name for p in out_dir.iterdir()] == ["model.onnx"]
+    assert [p.name for p in tmp_dir.iterdir() if p.is_file()] == []
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (inp,), (outp,) = session.get_inputs(), session.get_outputs()
+    assert (inp.name, outp.name) == ("image", "pred")
+    assert inp.shape[1] == 1 and all(isinstance(d, str) for d in (inp.shape[0], *inp.shape[2:])), inp.shape
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / INFERENCE_JSON))
+    eager = parser.get_parsed_content("network_def")
+    eager.load_state_dict(torch.load(models / "model.pt", map_location="cpu", weights_only=True))
+    eager.eval()
+    fresh = parser.get_parsed_content("network_def", lazy=False).eval()
+    gen = torch.Generator().manual_seed(0)
+    for shape in ((1, 1, 64, 64), (2, 1, 96, 128)):  # another batch, another height and width
+        x = torch.rand(*shape, generator=gen)
+        with torch.no_grad():
+            want, other = eager(x), fresh(x)
+        got = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+        assert got.shape == want.shape == (shape[0], 3, *shape[2:])
+        assert (got - want).abs().max().item() < 1e-4, shape
+        assert (got - other).abs().max().item() > 1e-3  # the trained weights, not a fresh network's
+
+
 def predictions(out: Path) -> dict[str, float]:
     import csv
 
