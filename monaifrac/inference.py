@@ -12,6 +12,8 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from monaifrac.io import DICOM_SUFFIXES, NIFTI_SUFFIXES, RASTER_SUFFIXES, InputError, read_radiograph, suffix_of, \
     write_text
 
@@ -21,14 +23,19 @@ REPORT_NAME = "inference_report.json"
 
 
 def _check(path: Path) -> None:
+    """Raise InputError for a file the bundle cannot label: unreadable, not 2D, or with NaN/inf pixels."""
     if suffix_of(path) in NIFTI_SUFFIXES:
         from monaifrac.io import read_nifti
 
         array = read_nifti(path)
-        if array.ndim not in (2, 3) or (array.ndim == 3 and 1 not in array.shape):
-            raise InputError(path, f"not a 2D film (array of shape {array.shape})")
-        return
-    read_radiograph(path)
+        if array.ndim != 2:
+            # MONAI's NIfTI reader keeps every axis, so even a (W, H, 1) film would reach the 2D network as 3D
+            hint = "; save it as a 2D (W, H) array" if array.ndim == 3 and 1 in array.shape else ""
+            raise InputError(path, f"not a 2D film (array of shape {array.shape}){hint}")
+    else:
+        array, _ = read_radiograph(path)
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise InputError(path, f"{int((~np.isfinite(array)).sum())} non-finite pixel(s) (NaN or inf)")
 
 
 def collect_films(inputs: str | Path | Sequence[str | Path], output_dir: str | Path,

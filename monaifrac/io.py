@@ -43,8 +43,9 @@ class InputError(ValueError):
 
     def __init__(self, path: os.PathLike | str, problem: str):
         self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        # one line: libraries' messages (nibabel's "... \n - could the file be damaged?") may have several
+        self.problem = " ".join(line.strip() for line in str(problem).strip().splitlines() if line.strip())
+        super().__init__(f"{self.path}: {self.problem}")
 
 
 @dataclass
@@ -86,16 +87,23 @@ def _load_pil(path: Path):
         raise InputError(path, "file not found") from None
     if size == 0:
         raise InputError(path, "file is empty (0 bytes)")
+    # Besides OSError, PIL lets ValueError, SyntaxError, struct.error, EOFError... out of some corrupt
+    # files (tests/unit/test_fuzz_reader.py): any exception but MemoryError means an unusable file.
     try:
         img = Image.open(path)
     except UnidentifiedImageError:
         raise InputError(path, "not an image file (no known image format in its bytes)") from None
-    except OSError as err:
+    except Image.DecompressionBombError as err:  # a header claiming more pixels than PIL decodes safely
+        raise InputError(path, f"too large to decode: {err}") from None
+    except MemoryError:
+        raise
+    except Exception as err:
         raise InputError(path, f"cannot open image: {err}") from None
     truncated = False
     try:
         img.load()
     except OSError as err:
+        img.close()
         if "truncated" not in str(err):
             raise InputError(path, f"cannot decode image: {err}") from None
         # The 59 short FracAtlas JPGs decode but for their last bytes: keep them, and say so.
@@ -104,12 +112,18 @@ def _load_pil(path: Path):
             try:
                 img = Image.open(path)
                 img.load()
-            except OSError as err2:
+            except MemoryError:
+                raise
+            except Exception as err2:
+                img.close()
                 raise InputError(path, f"truncated image that cannot be recovered: {err2}") from None
             finally:
                 ImageFile.LOAD_TRUNCATED_IMAGES = False
         truncated = True
-    except (ValueError, SyntaxError) as err:  # PIL raises these for some corrupt headers
+    except MemoryError:
+        raise
+    except Exception as err:
+        img.close()
         raise InputError(path, f"cannot decode image: {err}") from None
     return img, truncated
 
@@ -316,15 +330,22 @@ def write_nifti(path: os.PathLike | str, array_wh: np.ndarray) -> None:
 
 
 def read_nifti(path: os.PathLike | str) -> np.ndarray:
-    """Read a prepared 2D NIfTI back as its (W, H) array, raising InputError on a bad file."""
+    """Read a prepared 2D NIfTI back as its (W, H) array, raising InputError on a bad file
+    (unreadable, or pixels that are not real numbers: complex or RGB voxels)."""
     import nibabel as nib
 
     try:
-        return np.asanyarray(nib.load(str(path)).dataobj)
+        array = np.asanyarray(nib.load(str(path)).dataobj)
     except FileNotFoundError:
         raise InputError(path, "file not found") from None
+    except MemoryError:
+        raise
     except Exception as err:
         raise InputError(path, f"cannot read NIfTI: {err}") from None
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+            or array.dtype == np.bool_):
+        raise InputError(path, f"pixels of type {array.dtype} are not grey levels (expected integers or floats)")
+    return array
 
 
 def read_label_map(path: os.PathLike | str) -> np.ndarray:
@@ -333,9 +354,11 @@ def read_label_map(path: os.PathLike | str) -> np.ndarray:
     Palette images give their indices, 1-bit masks give 0/255, 8/16-bit grey their values.
 
     Raises:
-        InputError: missing, empty or undecodable file, or one with colour channels.
+        InputError: missing, empty, truncated or undecodable file, or one with colour channels.
     """
-    img, _ = _load_pil(Path(path))
+    img, truncated = _load_pil(Path(path))
+    if truncated:  # a film may lose its last rows; a label map may not (they would read as background)
+        raise InputError(path, "truncated file (its last bytes are missing)")
     if img.mode == "1":
         return np.asarray(img, dtype=np.uint8) * 255
     if img.mode in ("L", "P", "I;16", "I;16B", "I;16L", "I"):
@@ -362,6 +385,15 @@ class AtomicPILWriter(_PILWriter):
 
     Use it as ``SaveImaged(writer="monaifrac.io.AtomicPILWriter")``.
     """
+
+    def set_data_array(self, data_array, channel_dim=0, squeeze_end_dims: bool = True, contiguous: bool = False,
+                       **kwargs):
+        super().set_data_array(data_array, channel_dim=channel_dim, squeeze_end_dims=squeeze_end_dims,
+                               contiguous=contiguous, **kwargs)
+        # MONAI drops trailing singleton axes, so the label of a film one pixel high, (W, 1) in the
+        # MONAI frame, would reach PIL as a 1D array and fail; the dropped axes were all of size 1
+        while np.ndim(self.data_obj) < 2:
+            self.data_obj = self.data_obj[..., None]
 
     def write(self, filename, verbose: bool = False, **kwargs):
         with atomic_path(filename) as tmp:

@@ -23,10 +23,11 @@ LABEL_VALUES = {0, 1, 2}
 
 
 def _plane(array: np.ndarray, path) -> np.ndarray:
-    if array.ndim == 3 and 1 in array.shape:
-        array = np.squeeze(array, axis=array.shape.index(1))
     if array.ndim != 2:
-        raise InputError(path, f"not a 2D film (array of shape {array.shape})")
+        # the bundle loads NIfTI with MONAI's reader, which keeps every axis: a (W, H, 1) file
+        # reaches the 2D transforms and network as 3D and fails there
+        hint = "; save it as a 2D (W, H) array" if array.ndim == 3 and 1 in array.shape else ""
+        raise InputError(path, f"not a 2D film (array of shape {array.shape}){hint}")
     return array
 
 

@@ -37,7 +37,8 @@ def build_label(case: Case, image: np.ndarray) -> tuple[np.ndarray, RasterStats]
     pseudo-label of ``image``).
 
     Raises:
-        PolygonError: a polygon that cannot be rasterised.
+        PolygonError: a polygon that cannot be rasterised, or one that covers no pixel of the film
+            (all its vertices outside it: drawn for another film, or in the stored frame).
     """
     height, width = image.shape
     fracture, stats = rasterize_polygons(case.polygons.get(FRACTURE, []), height, width)
@@ -46,6 +47,9 @@ def build_label(case: Case, image: np.ndarray) -> tuple[np.ndarray, RasterStats]
         stats += bone_stats
     else:
         bone = bone_pseudo_label(image)
+    if stats.nonempty < stats.polygons:  # only a polygon with no vertex on the film stays empty
+        raise PolygonError(f"{stats.polygons - stats.nonempty} polygon(s) cover no pixel of the {width}x{height} "
+                           f"film (every vertex outside it)")
     return compose_label(bone, fracture), stats
 
 

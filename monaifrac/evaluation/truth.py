@@ -44,20 +44,39 @@ def _fracatlas_loader(case) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
         from monaifrac.data.masks import PolygonError
         from monaifrac.data.prepare import build_label
 
+        # a case prepare would refuse (a 2-point polygon, say) has lost polygons: scoring it would
+        # count a fractured film as normal
+        fatal = [p for p in case.problems if p.fatal]
+        if fatal:
+            raise InputError(fatal[0].file, f"film {case.id}: {fatal[0].message}")
         image, _ = read_raster(case.image)
         try:
             label, _ = build_label(case, image)
         except PolygonError as err:
-            raise InputError(case.annotation_file or case.image, str(err)) from None
+            raise InputError(case.annotation_file or case.image, f"film {case.id}: {err}") from None
         return image, label
 
     return load
 
 
+def _plane(array: np.ndarray, path: Path) -> np.ndarray:
+    """The (W, H) array of a prepared NIfTI, without trailing singleton axes ((W, H, 1) from other
+    tools); a film one pixel high keeps both of its axes."""
+    if array.ndim > 2 and all(n == 1 for n in array.shape[2:]):
+        array = array.reshape(array.shape[:2])
+    if array.ndim != 2:
+        raise InputError(path, f"not a 2D film (array of shape {array.shape})")
+    return array
+
+
 def _prepared_loader(image_path: Path, label_path: Path) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
     def load():
-        image = from_monai_frame(np.squeeze(read_nifti(image_path)))
-        label = from_monai_frame(np.squeeze(read_nifti(label_path)))
+        image = from_monai_frame(_plane(read_nifti(image_path), image_path))
+        label = _plane(read_nifti(label_path), label_path)
+        outside = [v.item() for v in np.unique(label) if v not in (0, 1, 2)]  # NaN too
+        if outside:
+            raise InputError(label_path, f"label values {outside} outside {{0, 1, 2}}")
+        label = from_monai_frame(label)
         if image.shape != label.shape:
             raise InputError(label_path, f"label {label.shape} and image {image.shape} differ in shape")
         return image, label.astype(np.uint8)
