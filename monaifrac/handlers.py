@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -310,10 +311,17 @@ class _SaveFirstDiskSaver(DiskSaver):
     ``n_saved=1`` (or a fixed ``model.pt``) a kill between the two left no checkpoint at all.
     """
 
+    _TEMPORARY = re.compile(r"tmp[a-z0-9_]{8}")  # tempfile.NamedTemporaryFile(dir=...), as ignite writes
+
     def __init__(self, dirname, filename: str | None = None):
         super().__init__(dirname=dirname, require_empty=False, atomic=True)
         self.filename = filename
         self._pending: list[str] = []
+        # a run killed during a save leaves ignite's temporary file (the real ones stay whole):
+        # the next run in this folder (a resume) clears it
+        for p in self.dirname.glob("tmp*"):
+            if self._TEMPORARY.fullmatch(p.name) and p.is_file():
+                p.unlink(missing_ok=True)
 
     def __call__(self, checkpoint, filename: str, metadata=None) -> None:
         super().__call__(checkpoint, self.filename or filename, metadata)

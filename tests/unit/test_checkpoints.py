@@ -124,3 +124,59 @@ def test_fixed_name_model_pt_survives_a_failed_save(tmp_path, monkeypatch):
         engine.run([0, 1], max_epochs=3)
     assert torch.equal(read_checkpoint(tmp_path / "model.pt")["weight"], second)
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+KILLED_DURING_SAVE = """
+import sys, time, torch
+from ignite.engine import Engine
+from monaifrac.handlers import AtomicCheckpointSaver
+
+folder, first_epochs = sys.argv[1], int(sys.argv[2])
+torch.manual_seed(0)
+model = torch.nn.Linear(256, 256)
+
+def step(engine, batch):
+    with torch.no_grad():
+        model.weight.add_(1.0)
+
+engine = Engine(step)
+AtomicCheckpointSaver(folder, {"model": model}, save_interval=1, epoch_level=True, n_saved=1, save_final=False,
+                      file_prefix="").attach(engine)
+engine.run([0], max_epochs=first_epochs)
+real_save = torch.save
+
+def slow_save(obj, f, *args, **kwargs):  # half the bytes reach the disk, then the process hangs there
+    real_save(obj, f, *args, **kwargs)
+    f.flush()
+    f.truncate(f.tell() // 2)
+    f.flush()
+    print("saving", flush=True)
+    time.sleep(60)
+
+torch.save = slow_save
+engine.run([0], max_epochs=first_epochs + 1)
+"""
+
+
+def test_a_run_killed_during_a_save_keeps_the_previous_checkpoint(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_DURING_SAVE, str(tmp_path), "2"], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "saving"  # epoch 3's checkpoint is half written
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(30)
+    (leftover,) = [p.name for p in tmp_path.iterdir() if p.name != "model_epoch=2.pt"]  # the half-written one
+    assert leftover.startswith("tmp")  # never took a real name
+    engine, model = counting_engine([1.0])  # the next run in the folder (a resume) clears it
+    AtomicCheckpointSaver(str(tmp_path), {"model": model}, save_interval=1, epoch_level=True, n_saved=1,
+                          save_final=False, file_prefix="")
+    assert [p.name for p in tmp_path.iterdir()] == ["model_epoch=2.pt"]
+    torch.manual_seed(0)
+    expected = torch.nn.Linear(256, 256).weight.detach() + 1.0 + 1.0  # the state after epoch 2, whole
+    assert torch.equal(read_checkpoint(tmp_path / "model_epoch=2.pt")["weight"], expected)
