@@ -63,8 +63,8 @@ def run_inference(files: list[str], out: Path, overrides: dict) -> float:
     return time.perf_counter() - start
 
 
-def model_only(files: list[str], model: str) -> float:
-    """Seconds per film of the sliding window alone, over films already in memory."""
+def _films_and_network(files: list[str], model: str):
+    """The films preprocessed as inference.json does (in memory), its inferer, and the network in eval mode."""
     import torch
     from monai.bundle import ConfigParser
 
@@ -74,7 +74,14 @@ def model_only(files: list[str], model: str) -> float:
     preprocessing, inferer, network = (parser.get_parsed_content(k) for k in ("preprocessing", "inferer", "network"))
     network.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))
     network.eval()
-    films = [preprocessing({"image": f})["image"][None] for f in files]
+    return [preprocessing({"image": f})["image"][None] for f in files], inferer, network
+
+
+def model_only(files: list[str], model: str) -> float:
+    """Seconds per film of the sliding window alone, over films already in memory."""
+    import torch
+
+    films, inferer, network = _films_and_network(files, model)
     with torch.no_grad():
         inferer(films[0], network)  # warm-up
         start = time.perf_counter()
@@ -111,15 +118,8 @@ def model_only_onnx(files: list[str], model: str, onnx_model: str) -> dict:
     import numpy as np
     import onnxruntime as ort
     import torch
-    from monai.bundle import ConfigParser
 
-    parser = ConfigParser()
-    parser.read_config(CONFIG)
-    parser["model_file"] = model
-    preprocessing, inferer, network = (parser.get_parsed_content(k) for k in ("preprocessing", "inferer", "network"))
-    network.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))
-    network.eval()
-    films = [preprocessing({"image": f})["image"][None] for f in files]
+    films, inferer, network = _films_and_network(files, model)
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
