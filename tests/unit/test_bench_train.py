@@ -1,0 +1,43 @@
+"""``scripts/bench_train.py`` end to end in its smallest form: a tiny UNet on the mini dataset, a few seconds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_mini_fracatlas
+from monaifrac.data.prepare import prepare
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_bench_train_smoke(tmp_path):
+    atlas = make_mini_fracatlas(tmp_path / "fracatlas")
+    prepare(atlas.root, tmp_path / "prepared", workers=1, progress=False)
+    tiny = ["patch_size=[32,32]", "batch_size=2", "num_samples=2", "network_def#channels=[4,8]",
+            "network_def#strides=[2]", "network_def#num_res_units=1"]
+    proc = subprocess.run([sys.executable, "scripts/bench_train.py", str(tmp_path / "prepared"), "--iters", "2",
+                           "--warmup", "1", "--films", "2", "--num-workers", "0", "--threads", "1",
+                           "--precision", "fp32", "bf16", "--rounds", "2", "--profile", "--set", *tiny],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["patches_per_iteration"] == 4 and result["machine"]["torch_threads"] == 1
+    for precision in ("fp32", "bf16"):
+        r = result[precision]
+        assert r["bundle"]["autocast_active"] is (precision == "bf16")
+        assert r["bundle"]["validation_iterations"] == 0
+        for kind in ("bundle", "bare"):
+            assert r[kind]["patches"] == 2 * 2 * 4  # 2 rounds x 2 timed iterations x 4 patches: no warm-up
+            assert r[kind]["patches_per_s"] > 0
+            assert abs(sum(r[kind]["ms_per_iteration"].values()) - 1000 * r[kind]["wall_s"] / 4) < 1.0
+        assert r["efficiency"] == pytest.approx(r["bundle"]["patches_per_s"] / r["bare"]["patches_per_s"], abs=2e-3)
+        assert len(r["efficiency_per_round"]) == 2
+    assert set(result["bf16_speedup"]) == {"bundle", "bare"}
+    assert "cprofile profile, bundle fp32" in proc.stdout and "(goal: bundle/bare >= 0.9)" in proc.stdout
+    assert "Traceback" not in proc.stderr
