@@ -29,26 +29,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_model  # scripts/ is on sys.path when a script runs
 from monaifrac.bundle import REPO_BUNDLE
 
 CONFIG = str(REPO_BUNDLE / "configs" / "inference.json")
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run_inference(files: list[str], out: Path, overrides: dict) -> float:

@@ -48,7 +48,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -56,20 +55,11 @@ import time
 
 import torch
 
+from _machine import cpu_model  # scripts/ is on sys.path when a script runs
 from monaifrac.bundle import REPO_BUNDLE, parse_overrides
 
 CONFIGS = REPO_BUNDLE / "configs"
 SEGMENTS = ("data", "prep", "forward", "loss", "backward", "optim", "post", "other")
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def machine() -> dict:
