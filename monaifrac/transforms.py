@@ -9,6 +9,10 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
+from monai.transforms import ScaleIntensityRange
+from monai.utils import convert_to_tensor
+from monai.transforms import ScaleIntensityRangePercentiles as _MonaiPercentiles
+from monai.transforms import ScaleIntensityRangePercentilesd as _MonaiPercentilesd
 
 from monaifrac.io import from_monai_frame, write_png
 from monaifrac.visualize import overlay
@@ -61,6 +65,80 @@ class SaveOverlayd(MapTransform):
         stem = film_stem(source)
         for key in self.key_iterator(d):
             self.saver(image, d[key], stem)
+        return d
+
+
+class ScaleIntensityRangePercentiles(_MonaiPercentiles):
+    """MONAI's ``ScaleIntensityRangePercentiles`` with both percentiles from one ``np.percentile``.
+
+    Same arguments and result (linear interpolation, as MONAI computes it for images over 1 M
+    pixels). MONAI computes each percentile of a smaller tensor with ``torch.quantile``, a full
+    sort: two of them took 10.7 ms of a 454 x 373 film's inference (cProfile of an
+    ``inference.json`` run), one ``np.percentile`` (a partition) takes about 2 ms.
+
+    ``__call__(img)``: img (C, *spatial) → float32 of the same shape, a MetaTensor where img is one.
+    """
+
+    def _normalize(self, img):
+        x = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+        a_min, a_max = (float(v) for v in np.percentile(x, [self.lower, self.upper]))
+        b_min, b_max = self.b_min, self.b_max
+        if self.relative:
+            if b_min is None or b_max is None:
+                raise ValueError("If it is relative, b_min and b_max should not be None.")
+            b_min = (self.b_max - self.b_min) * (self.lower / 100.0) + self.b_min
+            b_max = (self.b_max - self.b_min) * (self.upper / 100.0) + self.b_min
+        scale = ScaleIntensityRange(a_min=a_min, a_max=a_max, b_min=b_min, b_max=b_max, clip=self.clip,
+                                    dtype=self.dtype)
+        return convert_to_tensor(scale(img), track_meta=False)
+
+
+class ScaleIntensityRangePercentilesd(_MonaiPercentilesd):
+    """Dictionary form of :class:`ScaleIntensityRangePercentiles` (MONAI's, with the faster percentiles)."""
+
+    def __init__(self, keys: KeysCollection, lower: float, upper: float, b_min: float | None, b_max: float | None,
+                 clip: bool = False, relative: bool = False, channel_wise: bool = False, dtype=np.float32,
+                 allow_missing_keys: bool = False):
+        super().__init__(keys, lower, upper, b_min, b_max, clip, relative, channel_wise, dtype, allow_missing_keys)
+        self.scaler = ScaleIntensityRangePercentiles(lower, upper, b_min, b_max, clip, relative, channel_wise,
+                                                     dtype)
+
+
+class ArgMax(Transform):
+    """Label map of a network output: the index of the largest channel at each pixel.
+
+    The same result as MONAI's ``AsDiscrete(argmax=True)`` (the first channel on ties), computed
+    with ``torch.max(dim=0).indices``: on a CPU torch 2.13's ``argmax`` over the leading
+    channel dim of a (3, 454, 373) output takes about 13 ms, ``max`` under 1 ms (cProfile of an
+    ``inference.json`` run, where the argmax cost a fifth of a film's time).
+
+    Args:
+        dtype: dtype of the label map (``torch.uint8`` for a file, the default int64 for
+            ``AsDiscreted(to_onehot=...)``).
+
+    ``__call__(pred)``: pred (C, *spatial) logits or probabilities → (1, *spatial) labels,
+    a MetaTensor where pred is one.
+    """
+
+    def __init__(self, dtype: torch.dtype = torch.int64):
+        self.dtype = dtype
+
+    def __call__(self, pred):
+        x = torch.as_tensor(pred) if not isinstance(pred, torch.Tensor) else pred
+        return x.max(dim=0, keepdim=True).indices.to(self.dtype)
+
+
+class ArgMaxd(MapTransform):
+    """Dictionary form of :class:`ArgMax`."""
+
+    def __init__(self, keys: KeysCollection, dtype: torch.dtype = torch.int64, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.argmax = ArgMax(dtype)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.argmax(d[key])
         return d
 
 
@@ -121,4 +199,4 @@ def film_stem(path) -> str:
     return Path(name).stem
 
 
-__all__: Sequence[str] = ("SaveOverlay", "SaveOverlayd", "FractureScore", "FractureScored")
+__all__: Sequence[str] = ("ScaleIntensityRangePercentiles", "ScaleIntensityRangePercentilesd", "ArgMax", "ArgMaxd", "SaveOverlay", "SaveOverlayd", "FractureScore", "FractureScored")

@@ -79,15 +79,18 @@ def test_network_def_is_the_same_for_training_and_inference():
     # the basic_unet variant replaces network_def in both the same way
     assert parser_of(TRAIN_JSON, BASIC_UNET_JSON).get("network_def") == \
         parser_of(INFERENCE_JSON, BASIC_UNET_JSON).get("network_def") != train.get("network_def")
-    for key in ("_target_", "sw_batch_size", "overlap", "mode"):
-        # inference wraps the same sliding window in AveragingInferer (TTA and ensembles, off by default)
-        assert train.get("validate#inferer").get(key) == infer.get("inferer").get("inferer").get(key), key
+    for key in ("max_film_pixels", "large_film_window"):
+        assert train.get(key) == infer.get(key), key
+    # inference wraps validation's inferer (the whole film, under bf16 autocast where the CPU has bf16 units) in
+    # AveragingInferer (TTA and ensembles, off by default): a film is seen the same way in validation and inference
+    assert train.get("validate#inferer") == infer.get("inferer#inferer")
+    assert train.get("cpu_bf16") == infer.get("cpu_bf16") == "auto"
 
 
 def test_intensity_scaling_is_the_same_for_training_and_inference():
     train, infer = parser_of(TRAIN_JSON), parser_of(INFERENCE_JSON)
-    train_args = only(train.get("train#deterministic_transforms"), "ScaleIntensityRangePercentilesd")
-    infer_args = only(infer.get("preprocessing#transforms"), "ScaleIntensityRangePercentilesd")
+    train_args = only(train.get("train#deterministic_transforms"), "monaifrac.transforms.ScaleIntensityRangePercentilesd")
+    infer_args = only(infer.get("preprocessing#transforms"), "monaifrac.transforms.ScaleIntensityRangePercentilesd")
     assert {k: train_args.get(k) for k in PERCENTILE_ARGS} == {k: infer_args.get(k) for k in PERCENTILE_ARGS}
     assert train_args["lower"] == 0.5 and train_args["upper"] == 99.5  # the values metadata.json documents
 

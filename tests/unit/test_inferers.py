@@ -101,6 +101,9 @@ def test_autocast_inferer(x, monkeypatch):
     assert torch.equal(AutocastInferer(SimpleInferer(), enabled="auto")(x, net), fp32)
     monkeypatch.setattr(inferers, "cpu_bf16_supported", lambda: True)
     assert not torch.equal(AutocastInferer(SimpleInferer(), enabled="auto")(x, net), fp32)
+    # as the command line passes it: `--cpu_bf16 false`
+    assert AutocastInferer(SimpleInferer(), enabled="false").enabled is False
+    assert AutocastInferer(SimpleInferer(), enabled="True").enabled is True
     with pytest.raises(ValueError):
         AutocastInferer(SimpleInferer(), enabled="yes")
 
@@ -118,3 +121,64 @@ def test_fracture_score():
     assert FractureScored(keys="pred")({"pred": logits})["fracture_score"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError):
         FractureScore(min_area=0)
+
+
+class Identity3(torch.nn.Module):
+    """(B, 1, H, W) -> (B, 3, H, W): the input in every channel; records the shapes it was run on."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def forward(self, x):
+        self.shapes.append(tuple(x.shape))
+        return x.repeat(1, 3, 1, 1)
+
+
+@pytest.mark.parametrize("h,w", [(37, 45), (32, 48), (1, 17)])
+def test_whole_film_pads_once_and_crops_back_exactly(h, w):
+    from monaifrac.inferers import WholeFilmInferer
+
+    x = torch.rand(2, 1, h, w)
+    net = Identity3()
+    out = WholeFilmInferer(divisor=16)(x, net)
+    assert net.shapes == [(2, 1, -(-h // 16) * 16, -(-w // 16) * 16)]  # one pass, sides multiples of 16
+    assert torch.equal(out, x.repeat(1, 3, 1, 1))  # cropped back to the film, not shifted
+
+
+def test_whole_film_equals_the_network_on_the_centred_padded_film():
+    from monaifrac.inferers import WholeFilmInferer
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 5, padding=2), torch.nn.ReLU(), torch.nn.Conv2d(3, 3, 3, padding=1))
+    x = torch.rand(1, 1, 20, 30)  # padded to 32 x 32: 6 + 6 rows, 1 + 1 columns
+    expected = net(torch.nn.functional.pad(x, (1, 1, 6, 6)))[:, :, 6:26, 1:31]
+    assert torch.allclose(WholeFilmInferer()(x, net), expected, atol=1e-6)
+
+
+def test_whole_film_keeps_metadata():
+    from monai.data import MetaTensor
+
+    from monaifrac.inferers import WholeFilmInferer
+
+    x = MetaTensor(torch.rand(1, 1, 20, 30), meta={"filename_or_obj": "film.jpg"})
+    out = WholeFilmInferer()(x, Identity3())
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "film.jpg" and out.shape == (1, 3, 20, 30)
+
+
+def test_whole_film_hands_films_above_max_pixels_to_the_fallback():
+    from monai.inferers import SlidingWindowInferer
+
+    from monaifrac.inferers import WholeFilmInferer
+
+    inferer = WholeFilmInferer(max_pixels=32 * 32, fallback=SlidingWindowInferer((16, 16), sw_batch_size=1))
+    net = Identity3()
+    inferer(torch.rand(1, 1, 32, 32), net)
+    assert net.shapes == [(1, 1, 32, 32)]  # at the limit: whole
+    net.shapes.clear()
+    x = torch.rand(1, 1, 33, 32)  # pads to 48 x 32 > 32 x 32: windows of 16 x 16
+    out = inferer(x, net)
+    assert net.shapes and set(net.shapes) == {(1, 1, 16, 16)}
+    assert torch.allclose(out, x.repeat(1, 3, 1, 1), atol=1e-6)
+    with pytest.raises(ValueError, match="fallback"):
+        WholeFilmInferer(max_pixels=100)

@@ -119,3 +119,45 @@ def test_missing_path_raises(folder, tmp_path):
         collect_films([folder / "a.jpg", folder / "nope.jpg"], tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="no_such_folder"):
         collect_films(tmp_path / "no_such_folder", tmp_path / "out")
+
+
+# ----------------------------------------------------------------------------- ArgMaxd, percentile scaling
+
+
+def test_argmaxd_equals_monai_argmax_ties_included():
+    from monai.transforms import AsDiscreted
+
+    from monaifrac.transforms import ArgMaxd
+
+    gen = torch.Generator().manual_seed(0)
+    pred = MetaTensor(torch.randn(3, 23, 17, generator=gen), meta={"filename_or_obj": "f.jpg"})
+    pred[:, :4] = 0.5  # three-way ties: the first channel wins, as with torch.argmax
+    pred[0, 4:8], pred[1:, 4:8] = -1.0, 2.0  # two-way ties between channels 1 and 2
+    ours = ArgMaxd("pred", dtype=torch.uint8)({"pred": pred})["pred"]
+    monai = AsDiscreted("pred", argmax=True)({"pred": pred})["pred"]
+    assert ours.shape == (1, 23, 17) and ours.dtype == torch.uint8 and isinstance(ours, MetaTensor)
+    assert ours.meta["filename_or_obj"] == "f.jpg"
+    assert torch.equal(ours.as_tensor().long(), monai.as_tensor().long())
+    assert (ours[0, :4] == 0).all() and (ours[0, 4:8] == 1).all()
+
+
+@pytest.mark.parametrize("kind", ["uint8 film", "float film", "constant", "numpy"])
+def test_percentile_scaling_equals_monai(kind):
+    from monai.transforms import ScaleIntensityRangePercentilesd as MonaiScale
+
+    from monaifrac.transforms import ScaleIntensityRangePercentilesd
+
+    gen = torch.Generator().manual_seed(1)
+    img = {"uint8 film": torch.randint(0, 256, (1, 45, 37), generator=gen).float(),
+           "float film": torch.randn(1, 60, 50, generator=gen) * 1000,
+           "constant": torch.full((1, 9, 7), 3.0),
+           "numpy": np.random.default_rng(2).random((1, 30, 20)).astype(np.float32)}[kind]
+    if isinstance(img, torch.Tensor):
+        img = MetaTensor(img, meta={"filename_or_obj": "f.jpg"})
+    args = dict(lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True)
+    ours = ScaleIntensityRangePercentilesd("image", **args)({"image": img})["image"]
+    monai = MonaiScale("image", **args)({"image": img})["image"]
+    assert type(ours) is type(monai) and ours.dtype == monai.dtype and ours.shape == monai.shape
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(monai), atol=1e-6)
+    if isinstance(img, MetaTensor):
+        assert ours.meta["filename_or_obj"] == "f.jpg"
