@@ -54,8 +54,7 @@ def _bundle_overrides(args, **named) -> dict:
 def _cmd_train(args) -> int:
     from monaifrac.bundle import run_bundle
 
-    configs = ["train"] + (["train_gan"] if args.mode == "gan" else []) + \
-        (["basic_unet"] if args.network == "basic_unet" else [])
+    configs = ["train"] + (["train_gan"] if args.mode == "gan" else []) + _variant_configs(args)
     run_bundle(configs, bundle_root=args.bundle_root,
                **_bundle_overrides(args, dataset_dir=args.dataset_dir, max_epochs=args.epochs, fold=args.fold))
     return 0
@@ -64,7 +63,7 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     from monaifrac.bundle import run_bundle
 
-    configs = ["train", "evaluate"] + (["basic_unet"] if args.network == "basic_unet" else [])
+    configs = ["train", "evaluate"] + _variant_configs(args)
     run_bundle(configs, bundle_root=args.bundle_root,
                **_bundle_overrides(args, dataset_dir=args.dataset_dir, eval_part=args.part, model_file=args.model))
     return 0
@@ -73,7 +72,7 @@ def _cmd_evaluate(args) -> int:
 def _cmd_infer(args) -> int:
     from monaifrac.bundle import run_bundle
 
-    configs = ["inference"] + (["basic_unet"] if args.network == "basic_unet" else [])
+    configs = ["inference"] + _variant_configs(args)
     inputs = args.inputs[0] if len(args.inputs) == 1 else list(args.inputs)
     run_bundle(configs, bundle_root=args.bundle_root,
                **_bundle_overrides(args, input_files=inputs, output_dir=args.output_dir, model_file=args.model,
@@ -146,10 +145,18 @@ def _cmd_export_nnunet(args) -> int:
     return 0
 
 
+def _variant_configs(args) -> list[str]:
+    """The override files the options select, in the order they apply."""
+    return (["basic_unet"] if args.network == "basic_unet" else []) + \
+        (["sliding_window"] if getattr(args, "sliding_window", False) else [])
+
+
 def _add_bundle_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle-root", help="where models/ and eval/ are (default: the bundle of this repository)")
     p.add_argument("--network", choices=("unet", "basic_unet"), default="unet",
                    help="network definition (basic_unet adds configs/basic_unet.json)")
+    p.add_argument("--sliding-window", action="store_true",
+                   help="see each film through 256 x 256 windows instead of whole (adds configs/sliding_window.json)")
     p.add_argument("--set", nargs="+", metavar="ID=VALUE", help="other config overrides, e.g. patch_size=[128,128]")
 
 

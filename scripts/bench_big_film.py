@@ -6,7 +6,8 @@ Each measurement runs in a fresh process, so its peak resident memory (``ru_maxr
 is its own; start-up (imports, config parsing) is measured too, on a 48 x 32 film, and reported
 beside it. The film is generated (tests/bad_inputs.make_huge_film: air, soft tissue, a bone bar; a
 JPG of ~0.5 MB); nothing is downloaded. Inference is ``bundle/configs/inference.json`` as shipped
-(256 x 256 sliding window, overlap 0.25, no TTA) on the CPU unless CUDA is there.
+(the whole film in one pass up to 8 Mpx, a 2048-px sliding window above; bf16 autocast where the CPU has
+bf16 units; no TTA) on the CPU unless CUDA is there.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Inference cost of the bundle's switches, measured side by side in one run.
 
 Usage: python scripts/bench_infer.py FILMS_DIR [--n 20] [--model bundle/models/model.pt] [--threads N]
-                                    [--onnx] [--onnx-model model.onnx]
+                                    [--single FILM ...] [--cli] [--onnx] [--onnx-model model.onnx]
 
 Runs ``bundle/configs/inference.json`` in this process over the first N films of FILMS_DIR
 (JPG/PNG), and over the first film alone, for each configuration:
@@ -11,13 +11,22 @@ Runs ``bundle/configs/inference.json`` in this process over the first N films of
 * ``ensemble2``: two checkpoints averaged (``--model_files`` with the model twice).
 
 The per-film cost is the marginal time ``(T_N - T_1) / (N - 1)``, which leaves out start-up
-and config parsing. Beside it, the model alone: the sliding window over the same films held
-in memory as tensors. Prints absolute figures, the ratio of each switch to ``default``, and
-the machine (CPU model, cores, torch threads).
+and config parsing. Beside it, the model alone: ``inference.json``'s inferer (the whole film,
+bf16 autocast where the CPU has bf16 units) over the same films held in memory as tensors.
+Prints absolute figures, films/s, the ratio of each switch to ``default``, the ratio
+end-to-end / model-only (the project's goal: <= 1.25), and the machine (CPU model, cores,
+torch threads).
+
+``--single FILM ...``: for each film, its marginal end-to-end time (``T([first, FILM]) -
+T([first])``, in this process) beside the model alone on it. ``--cli``: also each single film,
+and the folder of N films, through the command line in a fresh process
+(``python -m monai.bundle run --config_file bundle/configs/inference.json ...``): wall time
+including start-up (imports, config parsing, model loading) and that process's peak resident
+memory.
 
 With ``--onnx`` (opt-in: it needs the ``onnx`` extra and spends 10-40 s exporting), the model is
 also exported with the model card's ``python -m monai.bundle onnx_export`` command (or taken
-from ``--onnx-model``) and run by ONNX Runtime through the same sliding window
+from ``--onnx-model``) and run by ONNX Runtime through the same inferer
 (``inference.json``'s ``inferer``) over the same in-memory films, alternating film by film with
 PyTorch so both see the same machine load. Prints both per-film times, the ratio ONNX
 Runtime / PyTorch, the session settings (intra-op threads = torch threads) and the largest
@@ -53,7 +62,15 @@ def run_inference(files: list[str], out: Path, overrides: dict) -> float:
     return time.perf_counter() - start
 
 
-def _films_and_network(files: list[str], model: str):
+def film_size(path: str) -> tuple[int, int]:
+    """(width, height) as displayed."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        return ImageOps.exif_transpose(im).size
+
+
+def _films_and_network(files: list[str], model: str, **overrides):
     """The films preprocessed as inference.json does (in memory), its inferer, and the network in eval mode."""
     import torch
     from monai.bundle import ConfigParser
@@ -61,6 +78,8 @@ def _films_and_network(files: list[str], model: str):
     parser = ConfigParser()
     parser.read_config(CONFIG)
     parser["model_file"] = model
+    for key, value in overrides.items():
+        parser[key] = value
     preprocessing, inferer, network = (parser.get_parsed_content(k) for k in ("preprocessing", "inferer", "network"))
     network.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))
     network.eval()
@@ -68,7 +87,7 @@ def _films_and_network(files: list[str], model: str):
 
 
 def model_only(files: list[str], model: str) -> float:
-    """Seconds per film of the sliding window alone, over films already in memory."""
+    """Seconds per film of the inferer alone, over films already in memory."""
     import torch
 
     films, inferer, network = _films_and_network(files, model)
@@ -100,16 +119,17 @@ def export_onnx(model: str, path: Path) -> None:
 
 
 def model_only_onnx(files: list[str], model: str, onnx_model: str) -> dict:
-    """Seconds per film of the sliding window alone, PyTorch and ONNX Runtime side by side.
+    """Seconds per film of the inferer alone, PyTorch and ONNX Runtime side by side.
 
-    Same films (in memory), same ``inferer`` object; the ORT session runs on numpy and hands a
-    torch tensor back to the sliding window. Films alternate which engine goes first.
+    Same films (in memory), same ``inferer`` object, float32 for both (``cpu_bf16`` false: the ONNX
+    file is float32); the ORT session runs on numpy and hands a torch tensor back to the inferer.
+    Films alternate which engine goes first.
     """
     import numpy as np
     import onnxruntime as ort
     import torch
 
-    films, inferer, network = _films_and_network(files, model)
+    films, inferer, network = _films_and_network(files, model, cpu_bf16=False)
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
@@ -151,6 +171,10 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=20, help="films per folder run (default 20)")
     parser.add_argument("--model", default=str(REPO_BUNDLE / "models" / "model.pt"))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--single", nargs="+", metavar="FILM", help="films timed one by one (e.g. a 454x373 film "
+                                                                  "and a 2304x2880 scan)")
+    parser.add_argument("--cli", action="store_true", help="also time the single films and the folder through the "
+                                                           "command line, each in a fresh process, with peak RSS")
     parser.add_argument("--onnx", action="store_true",
                         help="also time the model alone under ONNX Runtime, beside PyTorch (exports --model first)")
     parser.add_argument("--onnx-model", default=None,
@@ -192,11 +216,51 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     alone = model_only(films, args.model)
     base = results["default"]["per_film_s"]
-    print(f"{'configuration':<12} {'per film (s)':>12} {'x default':>10} {'single film, with start-up (s)':>31}")
+    print(f"{'configuration':<12} {'per film (s)':>12} {'films/s':>8} {'x default':>10} "
+          f"{'one film, in-process, with config parsing (s)':>46}")
     for name, r in results.items():
-        print(f"{name:<12} {r['per_film_s']:>12.3f} {r['per_film_s'] / base:>10.2f} {r['T_1_s']:>31.2f}")
-    print(f"{'model only':<12} {alone:>12.3f} {alone / base:>10.2f}   (sliding window on in-memory films)")
-    print(f"end-to-end / model-only (default): {base / alone:.2f}")
+        print(f"{name:<12} {r['per_film_s']:>12.3f} {1 / r['per_film_s']:>8.1f} {r['per_film_s'] / base:>10.2f} "
+              f"{r['T_1_s']:>46.2f}")
+    print(f"{'model only':<12} {alone:>12.3f} {1 / alone:>8.1f} {alone / base:>10.2f}   (the inferer on in-memory films)")
+    print(f"end-to-end / model-only (default): {base / alone:.2f}   (goal <= 1.25)")
+    singles = {}
+    if args.single:
+        tmp = Path(tempfile.mkdtemp(prefix="bench_infer_single_"))
+        try:
+            t_first = run_inference(films[:1], tmp / "first", {"model_file": args.model})
+            for i, film in enumerate(args.single):
+                t_pair = run_inference([films[0], film], tmp / f"pair{i}", {"model_file": args.model})
+                singles[film] = {"size": film_size(film), "end_to_end_s": t_pair - t_first,
+                                 "model_only_s": model_only([film, film], args.model)}
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print("single films (end-to-end: marginal in this process; model only: the inferer on the film in memory):")
+        for film, r in singles.items():
+            print(f"  {Path(film).name} ({r['size'][0]}x{r['size'][1]}): end-to-end {r['end_to_end_s']:.3f} s, "
+                  f"model only {r['model_only_s']:.3f} s, ratio {r['end_to_end_s'] / r['model_only_s']:.2f}")
+    cli = {}
+    if args.cli:
+        from bench_big_film import infer as infer_in_fresh_process
+
+        tmp = Path(tempfile.mkdtemp(prefix="bench_infer_cli_"))
+        try:
+            for i, film in enumerate(list(args.single or []) + [films[0]]):
+                wall, peak = infer_in_fresh_process(Path(film), tmp / f"one{i}", args.model)
+                cli[film] = {"size": film_size(film), "wall_s": wall, "peak_rss_mb": peak}
+            folder = tmp / "folder"
+            folder.mkdir()
+            for f in films:
+                os.symlink(os.path.abspath(f), folder / Path(f).name)
+            wall, peak = infer_in_fresh_process(folder, tmp / "folder_out", args.model)
+            cli["folder"] = {"films": len(films), "wall_s": wall, "peak_rss_mb": peak}
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print("through the command line, a fresh process each (wall includes imports, config parsing, model loading):")
+        for key, r in cli.items():
+            what = f"folder of {r['films']} films" if key == "folder" else \
+                f"one film {Path(key).name} ({r['size'][0]}x{r['size'][1]})"
+            extra = f", {r['films'] / r['wall_s']:.1f} films/s" if key == "folder" else ""
+            print(f"  {what}: {r['wall_s']:.2f} s{extra}, peak RSS {r['peak_rss_mb']:.0f} MB")
     onnx = None
     if args.onnx or args.onnx_model:
         onnx_tmp = Path(tempfile.mkdtemp(prefix="bench_infer_onnx_"))
@@ -215,6 +279,7 @@ def main() -> int:
         print(f"{'  ORT':<12} {onnx['ort_per_film_s']:>12.3f}   ORT / PyTorch {onnx['ort_over_torch']:.2f}, "
               f"max |ORT - PyTorch| {onnx['max_abs_diff']:.1e} on the logits")
     print(json.dumps({"films": len(films), "model_only_per_film_s": alone, **results,
+                      **({"single": singles} if singles else {}), **({"cli": cli} if cli else {}),
                       **({"onnx": onnx} if onnx else {})}))
     return 0
 

@@ -79,12 +79,27 @@ def test_network_def_is_the_same_for_training_and_inference():
     # the basic_unet variant replaces network_def in both the same way
     assert parser_of(TRAIN_JSON, BASIC_UNET_JSON).get("network_def") == \
         parser_of(INFERENCE_JSON, BASIC_UNET_JSON).get("network_def") != train.get("network_def")
-    for key in ("max_film_pixels", "large_film_window"):
+    for key in ("max_film_pixels", "large_film_window", "film_inferer"):
         assert train.get(key) == infer.get(key), key
     # inference wraps validation's inferer (the whole film, under bf16 autocast where the CPU has bf16 units) in
     # AveragingInferer (TTA and ensembles, off by default): a film is seen the same way in validation and inference
     assert train.get("validate#inferer") == infer.get("inferer#inferer")
+    assert train.get("validate#inferer#inferer") == "@film_inferer"
     assert train.get("cpu_bf16") == infer.get("cpu_bf16") == "auto"
+
+
+def test_sliding_window_override_swaps_the_film_inferer_in_validation_and_inference():
+    from monai.inferers import SlidingWindowInferer
+
+    from monaifrac.inferers import AutocastInferer, WholeFilmInferer
+
+    for config in (TRAIN_JSON, INFERENCE_JSON):
+        assert isinstance(parser_of(config).get_parsed_content("film_inferer"), WholeFilmInferer)
+        parser = parser_of(config, "bundle/configs/sliding_window.json")
+        window = parser.get_parsed_content("film_inferer")
+        assert isinstance(window, SlidingWindowInferer) and tuple(window.roi_size) == (256, 256)
+    validate = parser_of(TRAIN_JSON, "bundle/configs/sliding_window.json").get_parsed_content("validate#inferer")
+    assert isinstance(validate, AutocastInferer) and isinstance(validate.inferer, SlidingWindowInferer)
 
 
 def test_intensity_scaling_is_the_same_for_training_and_inference():
