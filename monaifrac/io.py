@@ -213,16 +213,24 @@ except ImportError:  # pragma: no cover
     ImageReader = object  # type: ignore[misc,assignment]
 
 
+class _NiftiImage:
+    """A NIfTI read by MONAI's NibabelReader, with the reader that must also get its data."""
+
+    def __init__(self, reader, image):
+        self.reader, self.image = reader, image
+
+
 class RadiographReader(ImageReader):
     """MONAI image reader for X-ray films: EXIF applied, one grey channel, x-first (W, H).
 
-    Use it in ``LoadImaged(reader="monaifrac.io.RadiographReader")``. It accepts JPG/PNG/BMP/
-    TIFF and DICOM; for other files (NIfTI) ``LoadImage`` falls back to its own readers, which
-    already return the prepared NIfTI files in the same frame. The array it returns for a JPG
-    equals the image that ``monaifrac prepare`` writes for that JPG.
+    Use it in ``LoadImaged(reader="monaifrac.io.RadiographReader")``. It reads JPG/PNG/BMP/TIFF
+    and DICOM itself; NIfTI files (what ``monaifrac prepare`` writes, already in the MONAI frame)
+    it hands to MONAI's ``NibabelReader``, so that ``LoadImage`` never has to fail over to it
+    (which it would do with an exception and a log line per file). The array it returns for a
+    JPG equals the image that ``monaifrac prepare`` writes for that JPG.
     """
 
-    suffixes: Sequence[str] = RASTER_SUFFIXES + DICOM_SUFFIXES
+    suffixes: Sequence[str] = RASTER_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES
 
     def verify_suffix(self, filename) -> bool:
         names = filename if isinstance(filename, (list, tuple)) else [filename]
@@ -230,10 +238,17 @@ class RadiographReader(ImageReader):
 
     def read(self, data, **kwargs):
         names = data if isinstance(data, (list, tuple)) else [data]
+        if all(suffix_of(n) in NIFTI_SUFFIXES for n in names):
+            from monai.data import NibabelReader
+
+            reader = NibabelReader()
+            return _NiftiImage(reader, reader.read(data, **kwargs))
         films = [(str(n), *read_radiograph(n)) for n in names]
         return films if len(films) > 1 else films[0]
 
     def get_data(self, img) -> tuple[np.ndarray, dict]:
+        if isinstance(img, _NiftiImage):
+            return img.reader.get_data(img.image)
         films = img if isinstance(img, list) else [img]
         arrays = []
         for _name, array_hw, _info in films:

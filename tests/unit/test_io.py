@@ -194,8 +194,25 @@ def test_missing_and_unsupported_files(tmp_path):
 def test_reader_suffixes():
     reader = RadiographReader()
     assert reader.verify_suffix("a.JPG") and reader.verify_suffix(["a.png", "b.jpeg"])
-    assert not reader.verify_suffix("a.nii.gz")
+    assert reader.verify_suffix("a.nii.gz") and not reader.verify_suffix("a.txt")
     assert suffix_of("x/y.NII.GZ") == ".nii.gz"
+
+
+def test_reader_hands_nifti_to_nibabel_without_failing_over(tmp_path, caplog):
+    """A prepared NIfTI loads through RadiographReader exactly as through MONAI's NibabelReader, and
+    LoadImage logs no failed attempt (it used to try the film reader first, fail, and fall back)."""
+    import logging
+
+    from monai.transforms import LoadImage
+
+    path = tmp_path / "film.nii.gz"
+    write_nifti(path, np.arange(35, dtype=np.float32).reshape(7, 5))
+    with caplog.at_level(logging.INFO):
+        ours = LoadImage(reader=RadiographReader(), image_only=True)(str(path))
+    theirs = LoadImage(reader="NibabelReader", image_only=True)(str(path))
+    assert "unable to load" not in caplog.text
+    assert ours.shape == theirs.shape == (7, 5)
+    assert np.array_equal(ours.numpy(), theirs.numpy()) and np.allclose(ours.affine, theirs.affine)
 
 
 def test_frame_conversions_are_inverse_transposes():
