@@ -52,9 +52,12 @@ def run_child(cmd: list[str]) -> tuple[float, float, str]:
 
 def infer(film: Path, out: Path, model: str) -> tuple[float, float]:
     # a wrapper process reports its own peak, so that the small run's peak does not hide the big one's
-    code = ("import resource, runpy, sys; sys.argv = ['monai.bundle'] + sys.argv[1:]\n"
+    # VmHWM, not ru_maxrss: on Linux a child's ru_maxrss starts from its parent's size at fork, so a large
+    # benchmark process would set every child's figure; VmHWM belongs to the memory image exec created
+    code = ("import runpy, sys; sys.argv = ['monai.bundle'] + sys.argv[1:]\n"
             "try:\n    runpy.run_module('monai.bundle', run_name='__main__')\n"
-            "finally:\n    print('PEAK_RSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+            "finally:\n    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+            "    print('PEAK_RSS_MB', int(hwm) / 1024)")
     cmd = [sys.executable, "-c", code, "run", "--config_file", str(REPO / "bundle/configs/inference.json"),
            "--input_files", str(film), "--output_dir", str(out), "--model_file", model,
            "--bundle_root", str(out / "root")]
