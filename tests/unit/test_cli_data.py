@@ -151,3 +151,17 @@ def test_synth_then_prepare(tmp_path, capsys):
         label = from_monai_frame(np.asanyarray(nib.load(str(out / item["label"])).dataobj))
         assert set(np.unique(label)) <= {0, 1, 2}
         assert bool((label == 2).any()) == item["fractured"]
+
+
+def test_variant_options_select_the_override_files():
+    from monaifrac.cli import _variant_configs, build_parser
+
+    parser = build_parser()
+    assert _variant_configs(parser.parse_args(["evaluate", "D"])) == []
+    args = parser.parse_args(["infer", "f.jpg", "--output-dir", "o", "--sliding-window", "--network", "basic_unet"])
+    assert _variant_configs(args) == ["basic_unet", "sliding_window"]
+    args = parser.parse_args(["train", "D", "--set", "num_workers=0", "--sliding-window"])
+    assert _variant_configs(args) == ["sliding_window"] and args.set == ["num_workers=0"]
+    from monaifrac.bundle import REPO_BUNDLE
+
+    assert all((REPO_BUNDLE / "configs" / f"{name}.json").is_file() for name in ("basic_unet", "sliding_window"))
