@@ -105,14 +105,12 @@ class WholeFilmInferer(Inferer):
         if self.max_pixels is not None and torch.Size(padded).numel() > self.max_pixels:
             return self.fallback(inputs, network, *args, **kwargs)
         x = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
+        before = [(target - size) // 2 for size, target in zip(spatial, padded)]
         pads = []  # F.pad lists the last dim first: (left, right, top, bottom)
-        for size, target in zip(reversed(spatial), reversed(padded)):
-            extra = target - size
-            pads += [extra // 2, extra - extra // 2]
+        for size, target, b in reversed(list(zip(spatial, padded, before))):
+            pads += [b, target - size - b]
         out = network(F.pad(x, pads, value=self.value) if any(pads) else x, *args, **kwargs)
-        crop = [slice(None), slice(None)] + [slice(pads[2 * i], pads[2 * i] + size)
-                                             for i, size in enumerate(reversed(spatial))][::-1]
-        out = out[tuple(crop)]
+        out = out[(..., *[slice(b, b + size) for b, size in zip(before, spatial)])]
         if isinstance(inputs, MetaTensor):
             meta = MetaTensor([]).copy_meta_from(inputs, copy_attr=False)
             out = convert_to_dst_type(out, meta)[0]

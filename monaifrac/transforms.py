@@ -8,11 +8,10 @@ from typing import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, Transform
-from monai.transforms import ScaleIntensityRange
-from monai.utils import convert_to_tensor
+from monai.transforms import MapTransform, ScaleIntensityRange, Transform
 from monai.transforms import ScaleIntensityRangePercentiles as _MonaiPercentiles
 from monai.transforms import ScaleIntensityRangePercentilesd as _MonaiPercentilesd
+from monai.utils import convert_to_tensor
 
 from monaifrac.io import from_monai_frame, write_png
 from monaifrac.visualize import overlay
