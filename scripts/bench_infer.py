@@ -2,6 +2,7 @@
 
 Usage: python scripts/bench_infer.py FILMS_DIR [--n 20] [--model bundle/models/model.pt] [--threads N]
                                     [--single FILM ...] [--cli] [--onnx] [--onnx-model model.onnx]
+                                    [--profile [K]]
 
 Runs ``bundle/configs/inference.json`` in this process over the first N films of FILMS_DIR
 (JPG/PNG), and over the first film alone, for each configuration:
@@ -22,7 +23,13 @@ torch threads).
 and the folder of N films, through the command line in a fresh process
 (``python -m monai.bundle run --config_file bundle/configs/inference.json ...``): wall time
 including start-up (imports, config parsing, model loading) and that process's peak resident
-memory.
+memory; beside them, the floor under any command that uses MONAI: ``python -c "import torch"`` and
+``python -c "import monai"``, each in a fresh process.
+
+``--profile [K]``: after the timings, cProfile over one more ``default`` run of the N films (not
+timed by the figures above) and the K (default 25) functions with the most own time, then where
+the end-to-end time goes: the network's forward (``torch.nn.Module._call_impl`` of the network)
+against the rest, per film.
 
 With ``--onnx`` (opt-in: it needs the ``onnx`` extra and spends 10-40 s exporting), the model is
 also exported with the model card's ``python -m monai.bundle onnx_export`` command (or taken
@@ -165,6 +172,36 @@ def model_only_onnx(files: list[str], model: str, onnx_model: str) -> dict:
                         "graph_optimization_level": "ORT_ENABLE_ALL"}}
 
 
+def profile_folder(films: list[str], model: str, top: int) -> None:
+    """cProfile of one ``default`` run over ``films``; prints the top functions and the network's share."""
+    import cProfile
+    import io
+    import pstats
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_infer_profile_"))
+    try:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        total = run_inference(films, tmp / "out", {"model_file": model})
+        profiler.disable()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    stats = pstats.Stats(profiler)
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(top)
+    print(f"cProfile of one default run over {len(films)} films ({total:.2f} s under the profiler), "
+          f"top {top} by own time:")
+    print(text.getvalue().split("\n", 4)[-1].rstrip())
+    # the network's forward: calls of Module.__call__ made by an inferer (monaifrac's or MONAI's)
+    forward = 0.0
+    for (file, _, name), (_, _, _, _, callers) in stats.stats.items():
+        if name == "_wrapped_call_impl" and file.endswith("torch/nn/modules/module.py"):
+            forward += sum(c[3] for (cfile, _, _), c in callers.items() if "inferers" in cfile)
+    per_film = total / len(films)
+    print(f"per film under the profiler: {per_film:.3f} s, of which the network's forward {forward / len(films):.3f} s "
+          f"and everything else {(total - forward) / len(films):.3f} s (start-up and config parsing included)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("films_dir")
@@ -179,6 +216,8 @@ def main() -> int:
                         help="also time the model alone under ONNX Runtime, beside PyTorch (exports --model first)")
     parser.add_argument("--onnx-model", default=None,
                         help="an already exported .onnx to time (implies --onnx; default: export --model)")
+    parser.add_argument("--profile", nargs="?", type=int, const=25, default=None, metavar="K",
+                        help="cProfile one more default run of the N films; print the top K functions (default 25)")
     args = parser.parse_args()
     import torch
 
@@ -246,7 +285,7 @@ def main() -> int:
                   f"model only {r['model_only_s']:.3f} s, ratio {r['end_to_end_s'] / r['model_only_s']:.2f}")
     cli = {}
     if args.cli:
-        from bench_big_film import infer as infer_in_fresh_process
+        from bench_big_film import infer as infer_in_fresh_process, run_child
 
         tmp = Path(tempfile.mkdtemp(prefix="bench_infer_cli_"))
         try:
@@ -259,14 +298,24 @@ def main() -> int:
                 os.symlink(os.path.abspath(f), folder / Path(f).name)
             wall, peak = infer_in_fresh_process(folder, tmp / "folder_out", args.model)
             cli["folder"] = {"films": len(films), "wall_s": wall, "peak_rss_mb": peak}
+            # the floor under any command that uses MONAI: a fresh interpreter importing torch, then monai
+            # (whose __init__ imports every submodule); best of 3 each
+            for module in ("torch", "monai"):
+                cli[f"import {module}"] = {"wall_s": min(run_child([sys.executable, "-c", f"import {module}"])[0]
+                                                         for _ in range(3))}
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         print("through the command line, a fresh process each (wall includes imports, config parsing, model loading):")
         for key, r in cli.items():
+            if key.startswith("import "):
+                print(f"  python -c '{key}' (best of 3): {r['wall_s']:.2f} s")
+                continue
             what = f"folder of {r['films']} films" if key == "folder" else \
                 f"one film {Path(key).name} ({r['size'][0]}x{r['size'][1]})"
             extra = f", {r['films'] / r['wall_s']:.1f} films/s" if key == "folder" else ""
             print(f"  {what}: {r['wall_s']:.2f} s{extra}, peak RSS {r['peak_rss_mb']:.0f} MB")
+    if args.profile:
+        profile_folder(films, args.model, args.profile)
     onnx = None
     if args.onnx or args.onnx_model:
         onnx_tmp = Path(tempfile.mkdtemp(prefix="bench_infer_onnx_"))

@@ -128,6 +128,25 @@ def test_inference_preprocessing_of_a_jpg_equals_validation_preprocessing_of_its
     assert np.ptp(np.asarray(from_jpg)) > 0.5
 
 
+def test_training_cache_holds_float16_films_and_training_sees_float32_crops(prepared, tmp_path):
+    """cache_dtype: the cached films take half the bytes, round by at most 2**-12, and crops are float32 again."""
+    caches = {}
+    for name, dtype in (("float16", "$torch.float16"), ("float32", "$torch.float32")):
+        parser = parser_of(TRAIN_JSON)
+        parser.update({"dataset_dir": str(prepared.dataset_dir), "bundle_root": str(tmp_path / name),
+                       "num_workers": 0, "cache_dtype": dtype})
+        caches[name] = parser.get_parsed_content("train#dataset")
+    half, full = caches["float16"], caches["float32"]
+    assert len(half._cache) == len(full._cache) == len(prepared.section("training"))
+    for a, b in zip(half._cache, full._cache):
+        assert a["image"].dtype == torch.float16 and b["image"].dtype == torch.float32
+        assert a["image"].nbytes * 2 == b["image"].nbytes
+        assert float((a["image"].float() - b["image"]).abs().max()) <= 2 ** -12
+        assert torch.equal(torch.as_tensor(a["label"]), torch.as_tensor(b["label"]))
+    crops = half[0]
+    assert crops and all(c["image"].dtype == torch.float32 and c["label"].dtype == torch.int64 for c in crops)
+
+
 @pytest.mark.parametrize("workflow_type, configs", [
     ("train", [TRAIN_JSON]),
     ("train", [TRAIN_JSON, EVALUATE_JSON]),
