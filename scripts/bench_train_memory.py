@@ -4,7 +4,8 @@ Usage: python scripts/bench_train_memory.py PREPARED_DIR [--iters 100] [--num-wo
                                             [--set ID=VALUE ...] [--compare ID=VALUE ...]
 
 Runs ``monaifrac train PREPARED_DIR`` twice in fresh processes, one right after the other, for one
-epoch of ``--iters`` iterations (``train#trainer#epoch_length``) followed by the epoch's validation
+epoch of ``--iters`` iterations (batches drawn from the whole cached training split by a
+``SubsetRandomSampler``) followed by the epoch's validation
 over the whole validation split (whole films, metrics, checkpoint), as every real epoch ends. Both
 start from the shipped weights (``init_from`` = bundle/models/model.pt, where it exists): an untrained
 network marks fracture all over every film, and HD95 over such masks takes many minutes a film.
@@ -79,7 +80,11 @@ def memory_kib(pid: int) -> tuple[int, int]:
 def run_training(dataset_dir: str, overrides: list[str], iters: int, workers: int, validate: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_train_memory_") as root:
         cmd = [sys.executable, "-m", "monaifrac", "train", dataset_dir, "--bundle-root", root, "--epochs", "1",
-               "--set", f"num_workers={workers}", f"train#trainer#epoch_length={iters}",
+               # an epoch of `iters` batches drawn from the whole cached split, so that the loader's iterator
+               # ends and its workers exit before validation, as at the end of a real epoch (a shortened
+               # epoch_length would keep them alive, holding memory, through the validation)
+               "--set", f"num_workers={workers}", "train#dataloader#shuffle=false",
+               f"train#dataloader#sampler=$torch.utils.data.SubsetRandomSampler(range({iters} * @batch_size))",
                f"val_interval={1 if validate else 1000000}", "early_stop_patience=1000000",
                *([f"init_from={SHIPPED}"] if SHIPPED.is_file() else []), *overrides]
         log = Path(root) / "train.log"
