@@ -28,7 +28,7 @@ memory; beside them, the floor under any command that uses MONAI: ``python -c "i
 
 ``--profile [K]``: after the timings, cProfile over one more ``default`` run of the N films (not
 timed by the figures above) and the K (default 25) functions with the most own time, then where
-the end-to-end time goes: the network's forward (``torch.nn.Module._call_impl`` of the network)
+the end-to-end time goes: the network's forward (the calls of the network that an inferer makes)
 against the rest, per film.
 
 With ``--onnx`` (opt-in: it needs the ``onnx`` extra and spends 10-40 s exporting), the model is
@@ -186,9 +186,9 @@ def profile_folder(films: list[str], model: str, top: int) -> None:
         profiler.disable()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    stats = pstats.Stats(profiler)
     text = io.StringIO()
-    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(top)
+    stats = pstats.Stats(profiler, stream=text)
+    stats.sort_stats("tottime").print_stats(top)
     print(f"cProfile of one default run over {len(films)} films ({total:.2f} s under the profiler), "
           f"top {top} by own time:")
     print(text.getvalue().split("\n", 4)[-1].rstrip())

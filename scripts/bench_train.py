@@ -55,7 +55,7 @@ import time
 
 import torch
 
-from _machine import cpu_model  # scripts/ is on sys.path when a script runs
+from _machine import cpu_model, proc_stats  # scripts/ is on sys.path when a script runs
 from monaifrac.bundle import REPO_BUNDLE, parse_overrides
 
 CONFIGS = REPO_BUNDLE / "configs"
@@ -74,15 +74,8 @@ def machine() -> dict:
 def children_cpu_seconds() -> float:
     """User + system CPU of this process's children: live ones (DataLoader workers) from /proc, plus reaped ones."""
     ticks, me, live = os.sysconf("SC_CLK_TCK"), str(os.getpid()), 0.0
-    for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if not pid.isdigit():
-            continue
-        try:
-            stat = open(f"/proc/{pid}/stat").read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": state ppid ...
-        if fields[1] == me:
+    for _, fields in proc_stats():
+        if fields[1] == me:  # ppid
             live += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return live + kids.ru_utime + kids.ru_stime

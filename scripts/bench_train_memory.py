@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import cpu_model  # scripts/ is on sys.path when a script runs
+from _machine import cpu_model, proc_stats  # scripts/ is on sys.path when a script runs
 
 GIB = 1024 ** 3
 SHIPPED = Path(__file__).resolve().parents[1] / "bundle" / "models" / "model.pt"
@@ -46,15 +46,8 @@ SHIPPED = Path(__file__).resolve().parents[1] / "bundle" / "models" / "model.pt"
 def descendants(root: int) -> list[int]:
     """``root`` and every live process below it, from /proc's parent links."""
     children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = open(f"/proc/{entry}/stat").read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rfind(")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
+    for pid, fields in proc_stats():
+        children.setdefault(int(fields[1]), []).append(pid)
     found, todo = [], [root]
     while todo:
         pid = todo.pop()
