@@ -1,8 +1,9 @@
 """Training pipeline efficiency: the bundle's real training against the bare network step, side by side.
 
-Usage: python scripts/bench_train.py PREPARED_DIR [--iters 10] [--warmup 2] [--precision fp32 bf16]
+Usage: python scripts/bench_train.py PREPARED_DIR [--iters 10] [--warmup 2] [--precision fp32 bf16 amp]
                                     [--rounds R] [--films F] [--num-workers K] [--threads T]
-                                    [--set ID=VALUE ...] [--profile [cprofile|torch]]
+                                    [--config bundle/configs/gpu_train.json] [--set ID=VALUE ...]
+                                    [--profile [cprofile|torch]]
 
 For each precision, in one process, one right after the other:
 
@@ -15,15 +16,19 @@ For each precision, in one process, one right after the other:
   ``train#trainer#epoch_length`` = warm-up + timed iterations, ``val_interval`` so large that the
   ``ValidationHandler`` never fires, ``val_max_items`` 1 (the evaluator is built, never run), and
   ``max_items`` = ``--films`` (default: enough films for every iteration, so the DataLoader is not
-  restarted inside the timed window, as in the middle of a real epoch). ``cpu_bf16`` is false for
-  fp32 and true for bf16. Caching happens once, before any timing; the later precisions reuse
-  the cached dataset object (new loader, network, optimiser and trainer each time).
+  restarted inside the timed window, as in the middle of a real epoch). ``cpu_bf16`` is true for
+  bf16 only and MONAI's ``amp`` (CUDA float16 autocast with a gradient scaler) for amp only.
+  ``--config`` adds override files after train.json, as ``monai.bundle run`` would (the GPU
+  recipe: ``bundle/configs/gpu_train.json``). Caching happens once, before any timing; the later
+  precisions reuse the cached dataset object (new loader, network, optimiser and trainer each time).
 * **bare**: the same ``network``, ``loss`` and ``optimizer`` of the same config (fresh instances,
   same seed), on one batch of the same shape (batch_size films x num_samples crops, 1, patch,
   patch) held in memory as plain tensors (crops drawn once from the cached dataset): zero_grad
   (torch's default ``set_to_none``; the trainer zeroes in place), forward, loss, backward, step.
   bf16 autocasts exactly what ``AutocastInferer`` autocasts in the bundle: the forward only; its
-  output is cast back to float32 and the loss runs in float32.
+  output is cast back to float32 and the loss runs in float32. amp does what MONAI's trainer does
+  with ``amp=True``: forward and loss under CUDA float16 autocast, a ``GradScaler`` around
+  backward and step. On CUDA every mark first synchronises the device, in both runs alike.
 
 Both time W warm-up iterations (not counted), then N timed ones, with the same torch threads.
 ``--rounds R`` repeats each bundle/bare pair R times, bundle first in odd rounds and bare first in
@@ -68,7 +73,14 @@ def machine() -> dict:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": usable,
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "cpu_bf16_native": cpu_bf16_supported(), "load_avg_1min": round(os.getloadavg()[0], 2)}
+            "cpu_bf16_native": cpu_bf16_supported(), "load_avg_1min": round(os.getloadavg()[0], 2),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def sync() -> None:
+    """Wait for the GPU's queued work, so that a time mark means the work before it is done."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def children_cpu_seconds() -> float:
@@ -91,16 +103,17 @@ def usage_since(start: tuple) -> tuple:
     return tuple(b - a for a, b in zip(start, usage_now(time.perf_counter())))
 
 
-def make_parser(dataset_dir: str, root: str, overrides: dict, bf16: bool, epoch_length: int):
+def make_parser(dataset_dir: str, root: str, overrides: dict, precision: str, epoch_length: int,
+                configs: list[str] = ()):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "train.json"))
+    parser.read_config([str(CONFIGS / "train.json"), *configs])
     parser.update({"dataset_dir": dataset_dir, "bundle_root": root, "val_max_items": 1, **overrides,
                    # what the measure needs, after the user's --set: one epoch of exactly the iterations
                    # timed, no validation, the precision asked for
-                   "max_epochs": 1, "val_interval": 10 ** 9, "cpu_bf16": bf16,
-                   "train#trainer#epoch_length": epoch_length})
+                   "max_epochs": 1, "val_interval": 10 ** 9, "cpu_bf16": precision == "bf16",
+                   "amp": precision == "amp", "train#trainer#epoch_length": epoch_length})
     return parser
 
 
@@ -128,6 +141,7 @@ class IterationClock:
         trainer.add_event_handler(Events.ITERATION_COMPLETED, self._completed)
 
     def _mark(self, name):
+        sync()
         self.t[name] = time.perf_counter()
 
     def _marker(self, name):
@@ -138,6 +152,7 @@ class IterationClock:
         self.batch_patches = int(engine.state.batch["image"].shape[0])
 
     def _completed(self, engine):
+        sync()
         now, it, t = time.perf_counter(), engine.state.iteration, self.t
         if self.first < it <= self.last:
             # optimizer.step marks "optim"; without it (a skipped step) the optimiser took no time
@@ -201,10 +216,11 @@ class Profiler:
         return f"--- {title} ---\n{table}"
 
 
-def run_bundle(args, root: str, overrides: dict, bf16: bool, cache: dict, profile: bool) -> dict:
+def run_bundle(args, root: str, overrides: dict, precision: str, cache: dict, profile: bool) -> dict:
     """Time the bundle's trainer; fills ``cache`` (dataset, cache seconds, a batch for the bare step) on first use."""
     profile_iters = args.iters if profile else 0
-    parser = make_parser(args.dataset_dir, root, overrides, bf16, args.warmup + args.iters + profile_iters)
+    parser = make_parser(args.dataset_dir, root, overrides, precision, args.warmup + args.iters + profile_iters,
+                         args.config)
     if "dataset" in cache:
         parser.parse()  # then hand the resolver the dataset cached by the first precision
         parser.ref_resolver.resolved_content["train#dataset"] = cache["dataset"]
@@ -229,7 +245,7 @@ def run_bundle(args, root: str, overrides: dict, bf16: bool, cache: dict, profil
     result["films"] = len(cache["dataset"])
     result["iterations_per_loader_pass"] = len(trainer.data_loader)
     if profiler is not None:
-        result["profile"] = profiler.report(f"{args.profile} profile, bundle {'bf16' if bf16 else 'fp32'}, "
+        result["profile"] = profiler.report(f"{args.profile} profile, bundle {precision}, "
                                             f"{profile_iters} iterations after the timed window")
     del trainer, parser, network, optimizer, clock, inferer, evaluator
     gc.collect()  # the DataLoader iterator goes, and its workers with it, before the bare step runs
@@ -239,40 +255,58 @@ def run_bundle(args, root: str, overrides: dict, bf16: bool, cache: dict, profil
 def first_batch(dataset, films: int):
     """``films`` films through the training transforms (random crops), collated as the loader does; plain tensors."""
     from monai.data import list_data_collate
+    from monai.utils import convert_to_tensor
 
     batch = list_data_collate([dataset[i % len(dataset)] for i in range(films)])
-    return batch["image"].as_tensor().clone(), batch["label"].as_tensor().clone()
+    return tuple(convert_to_tensor(batch[key], track_meta=False).clone() for key in ("image", "label"))
 
 
-def run_bare(args, root: str, overrides: dict, bf16: bool, batch) -> dict:
+def run_bare(args, root: str, overrides: dict, precision: str, batch) -> dict:
     from monai.utils import set_determinism
 
-    parser = make_parser(args.dataset_dir, root, overrides, bf16, 1)
+    parser = make_parser(args.dataset_dir, root, overrides, precision, 1, args.config)
     set_determinism(seed=parser.get_parsed_content("seed"))  # as train.json's initialize, before the network
     network = parser.get_parsed_content("network")
     loss_fn, optimizer = parser.get_parsed_content("loss"), parser.get_parsed_content("optimizer")
     device = parser.get_parsed_content("device")
     x, y = batch[0].to(device), batch[1].to(device)
     network.train()
+    scaler = torch.amp.GradScaler("cuda") if precision == "amp" else None
     sums = dict.fromkeys(SEGMENTS, 0.0)
     window = None
+
+    def now() -> float:
+        sync()
+        return time.perf_counter()
+
     for it in range(1, args.warmup + args.iters + 1):
-        t0 = time.perf_counter()
+        t0 = now()
         optimizer.zero_grad()
-        t1 = time.perf_counter()
-        if bf16:
+        t1 = now()
+        if precision == "bf16":
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 pred = network(x)
             pred = pred.float()
+            t2 = now()
+            loss = loss_fn(pred, y).mean()
+        elif precision == "amp":  # MONAI's trainer with amp=True: forward and loss autocast, scaled backward
+            with torch.autocast("cuda"):
+                pred = network(x)
+                t2 = now()
+                loss = loss_fn(pred, y).mean()
         else:
             pred = network(x)
-        t2 = time.perf_counter()
-        loss = loss_fn(pred, y).mean()
-        t3 = time.perf_counter()
-        loss.backward()
-        t4 = time.perf_counter()
-        optimizer.step()
-        t5 = time.perf_counter()
+            t2 = now()
+            loss = loss_fn(pred, y).mean()
+        t3 = now()
+        (scaler.scale(loss) if scaler else loss).backward()
+        t4 = now()
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        t5 = now()
         if it > args.warmup:
             for name, d in zip(("prep", "forward", "loss", "backward", "optim"), (t1 - t0, t2 - t1, t3 - t2,
                                                                                  t4 - t3, t5 - t4)):
@@ -301,7 +335,10 @@ def main() -> int:
     parser.add_argument("dataset_dir", help="a folder written by `monaifrac prepare`")
     parser.add_argument("--iters", type=int, default=10, help="timed iterations per run (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up iterations before them (default 2)")
-    parser.add_argument("--precision", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
+    parser.add_argument("--precision", nargs="+", choices=("fp32", "bf16", "amp"), default=None,
+                        help="default: fp32 bf16 on a CPU, fp32 amp on CUDA (amp: CUDA only)")
+    parser.add_argument("--config", nargs="+", default=[], metavar="JSON",
+                        help="override files read after train.json (bundle/configs/gpu_train.json: the GPU recipe)")
     parser.add_argument("--films", type=int, default=None,
                         help="training films cached (max_items; default batch_size x (warmup + iters))")
     parser.add_argument("--num-workers", type=int, default=None, help="num_workers (default: train.json's)")
@@ -317,11 +354,15 @@ def main() -> int:
                      "(the first iteration starts the loader workers)")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.precision is None:
+        args.precision = ["fp32", "amp"] if torch.cuda.is_available() else ["fp32", "bf16"]
+    if "amp" in args.precision and not torch.cuda.is_available():
+        parser.error("--precision amp needs a CUDA GPU (MONAI's amp autocasts on CUDA only)")
 
     from monai.bundle import ConfigParser
 
     config = ConfigParser()
-    config.read_config(str(CONFIGS / "train.json"))
+    config.read_config([str(CONFIGS / "train.json"), *args.config])
     overrides = parse_overrides(args.set)
     config.update(overrides)
     batch_size, num_samples = config.get_parsed_content("batch_size"), config.get_parsed_content("num_samples")
@@ -335,7 +376,9 @@ def main() -> int:
     print(f"machine: {mach['cpu']}, {mach['logical_cpus']} logical CPUs ({mach['usable_cpus']} usable), torch "
           f"{mach['torch']}, {mach['torch_threads']} threads, native bf16 "
           f"{'yes' if mach['cpu_bf16_native'] else 'no'}, "
-          f"load average {mach['load_avg_1min']} at start")
+          f"load average {mach['load_avg_1min']} at start" + (f", GPU {mach['gpu']}" if mach["gpu"] else ""))
+    if args.config:
+        print(f"configs: train.json + {' + '.join(args.config)}")
     print(f"batch: {batch_size} films x {num_samples} crops = {batch_size * num_samples} patches of "
           f"{'x'.join(map(str, patch))} per iteration; num_workers {num_workers}; {args.warmup} warm-up + "
           f"{args.iters} timed iterations per run, {args.rounds} round(s)")
@@ -345,21 +388,20 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_train_") as root:
         for rnd in range(args.rounds):
             for precision in args.precision:
-                bf16 = precision == "bf16"
                 # bundle first in even rounds, bare first in odd ones (the bare step needs a batch: round 0 is even)
                 for kind in ("bundle", "bare") if rnd % 2 == 0 else ("bare", "bundle"):
                     if kind == "bundle":
-                        run = run_bundle(args, root, dict(overrides), bf16, cache, profile=bool(args.profile)
-                                         and rnd == 0)
+                        run = run_bundle(args, root, dict(overrides), precision, cache,
+                                         profile=bool(args.profile) and rnd == 0)
                         if not cache.get("announced"):
                             cache["announced"] = True
                             print(f"set-up (preflight, caching {run['films']} training films, building) "
                                   f"{cache['cache_s']:.1f} s, not timed; {run['iterations_per_loader_pass']} "
                                   f"iterations per pass over them")
-                        if run["autocast_active"] != bf16:
+                        if run["autocast_active"] != (precision == "bf16"):
                             print(f"warning: the bundle's autocast was {'on' if run['autocast_active'] else 'off'}")
                     else:
-                        run = run_bare(args, root, dict(overrides), bf16, cache["batch"])
+                        run = run_bare(args, root, dict(overrides), precision, cache["batch"])
                     runs[precision][kind].append(run)
                 b, a = runs[precision]["bundle"][-1], runs[precision]["bare"][-1]
                 rate_b, rate_a = b["patches"] / b["window"][0], a["patches"] / a["window"][0]
@@ -378,9 +420,9 @@ def main() -> int:
                       "efficiency": round(bundle["patches_per_s"] / bare["patches_per_s"], 3),
                       "efficiency_per_round": [round((b["patches"] / b["window"][0]) / (a["patches"] / a["window"][0]),
                                                      3) for b, a in zip(runs[p]["bundle"], runs[p]["bare"])]}
-    both = "bf16" in results and "fp32" in results
-    if both:
-        results["bf16_speedup"] = {k: round(results["bf16"][k]["patches_per_s"]
+    faster = [p for p in ("bf16", "amp") if p in results and "fp32" in results]
+    for p in faster:
+        results[f"{p}_speedup"] = {k: round(results[p][k]["patches_per_s"]
                                             / results["fp32"][k]["patches_per_s"], 3) for k in ("bundle", "bare")}
     print()
     print(f"{'precision':<10}{'bundle p/s':>11}{'bare p/s':>10}{'bundle/bare':>12}   (goal: bundle/bare >= 0.9)"
@@ -390,9 +432,9 @@ def main() -> int:
         print(f"{p:<10}{r['bundle']['patches_per_s']:>11.2f}{r['bare']['patches_per_s']:>10.2f}"
               f"{r['efficiency']:>12.2f}" + ("   " + " ".join(f"{e:.2f}" for e in r["efficiency_per_round"])
                                              if args.rounds > 1 else ""))
-    if both:
-        s = results["bf16_speedup"]
-        print(f"bf16 / fp32 speed-up: bundle {s['bundle']:.2f}x, bare {s['bare']:.2f}x")
+    for p in faster:
+        s = results[f"{p}_speedup"]
+        print(f"{p} / fp32 speed-up: bundle {s['bundle']:.2f}x, bare {s['bare']:.2f}x")
     print()
     print("ms per iteration" + " " * 8 + "".join(f"{s:>9}" for s in (*SEGMENTS, "total"))
           + "   cores busy: main (of it system) + workers; page faults/it")

@@ -111,12 +111,13 @@ def test_intensity_scaling_is_the_same_for_training_and_inference():
 
 
 @pytest.mark.parametrize("stem", ["IMG0000003", "IMG0000004", "IMG0000002"], ids=["exif8", "exif6", "plain"])
-def test_inference_preprocessing_of_a_jpg_equals_validation_preprocessing_of_its_nifti(prepared, stem):
+def test_inference_preprocessing_of_a_jpg_equals_evaluation_preprocessing_of_its_nifti(prepared, stem):
+    """What `monaifrac evaluate` scores is what `monaifrac infer` labels (training's validation cache rounds to float16)."""
     from monaifrac.data.synth import plan_images
 
     spec = next(s for s in plan_images(16) if s.stem == stem)
     jpg = prepared.atlas / "images" / ("Fractured" if spec.fractured else "Non_fractured") / f"{stem}.jpg"
-    validate = parser_of(TRAIN_JSON).get_parsed_content("validate#preprocessing")
+    validate = parser_of(TRAIN_JSON, EVALUATE_JSON).get_parsed_content("validate#preprocessing")
     infer = parser_of(INFERENCE_JSON).get_parsed_content("preprocessing")
     from_nifti = validate({"image": str(prepared.dataset_dir / "images" / f"{stem}.nii.gz"),
                            "label": str(prepared.dataset_dir / "labels" / f"{stem}.nii.gz")})["image"]
@@ -145,6 +146,30 @@ def test_training_cache_holds_float16_films_and_training_sees_float32_crops(prep
         assert torch.equal(torch.as_tensor(a["label"]), torch.as_tensor(b["label"]))
     crops = half[0]
     assert crops and all(c["image"].dtype == torch.float32 and c["label"].dtype == torch.int64 for c in crops)
+    # augmentation runs untracked: plain tensors reach the loader (no MetaTensor bookkeeping per crop)
+    assert all(type(c[key]) is torch.Tensor for c in crops for key in ("image", "label"))
+
+
+def test_validation_cache_holds_float16_films_and_the_evaluator_gets_float32(prepared, tmp_path):
+    from monai.data import DataLoader
+
+    from monaifrac.engines import PrepareBatchFloat
+
+    parser = parser_of(TRAIN_JSON)
+    parser.update({"dataset_dir": str(prepared.dataset_dir), "bundle_root": str(tmp_path), "num_workers": 0})
+    dataset = parser.get_parsed_content("validate#dataset")
+    assert dataset._cache and all(item["image"].dtype == torch.float16 for item in dataset._cache)
+    prepare = parser.get_parsed_content("validate#evaluator").prepare_batch
+    assert isinstance(prepare, PrepareBatchFloat)
+    batch = next(iter(DataLoader(dataset, batch_size=1)))
+    image, label = prepare(batch, torch.device("cpu"))
+    assert image.dtype == torch.float32 and torch.equal(image, batch["image"].float())
+    assert torch.equal(torch.as_tensor(label), torch.as_tensor(batch["label"]))
+    assert image.meta["filename_or_obj"] == batch["image"].meta["filename_or_obj"]  # metadata kept for the report
+    # evaluation does not cache: its films stay float32, as inference reads them
+    evaluate = parser_of(TRAIN_JSON, EVALUATE_JSON)
+    evaluate.update({"dataset_dir": str(prepared.dataset_dir), "bundle_root": str(tmp_path), "num_workers": 0})
+    assert evaluate.get_parsed_content("validate#dataset")[0]["image"].dtype == torch.float32
 
 
 @pytest.mark.parametrize("workflow_type, configs", [

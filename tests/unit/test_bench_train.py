@@ -41,3 +41,35 @@ def test_bench_train_smoke(tmp_path):
     assert set(result["bf16_speedup"]) == {"bundle", "bare"}
     assert "cprofile profile, bundle fp32" in proc.stdout and "(goal: bundle/bare >= 0.9)" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_gpu_recipe_trains_on_a_cpu_through_the_bench(tmp_path):
+    """gpu_train.json (cache on the device, ThreadDataLoader, channels_last) composes with train.json and trains;
+    on a machine without CUDA its device is the CPU, which is how CI checks it."""
+    import torch
+    from monai.bundle import ConfigParser
+    from monai.data import ThreadDataLoader
+
+    atlas = make_mini_fracatlas(tmp_path / "fracatlas")
+    prepare(atlas.root, tmp_path / "prepared", workers=1, progress=False)
+    tiny = ["patch_size=[32,32]", "batch_size=2", "num_samples=2", "network_def#channels=[4,8]",
+            "network_def#strides=[2]", "network_def#num_res_units=1", "cache_workers=1"]
+    proc = subprocess.run([sys.executable, "scripts/bench_train.py", str(tmp_path / "prepared"), "--iters", "2",
+                           "--warmup", "1", "--films", "2", "--threads", "1", "--precision", "fp32",
+                           "--config", "bundle/configs/gpu_train.json", "--set", *tiny],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "configs: train.json + bundle/configs/gpu_train.json" in proc.stdout
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["fp32"]["bundle"]["patches"] == 2 * 4 and result["fp32"]["bundle"]["cores_busy"]["loader_workers"] == 0
+
+    parser = ConfigParser()
+    parser.read_config([str(REPO / "bundle/configs/train.json"), str(REPO / "bundle/configs/gpu_train.json")])
+    parser.update({"dataset_dir": str(tmp_path / "prepared"), "bundle_root": str(tmp_path / "root"), "cache_workers": 1})
+    assert isinstance(parser.get_parsed_content("train#dataloader"), ThreadDataLoader)
+    conv = next(m for m in parser.get_parsed_content("network").modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    device = parser.get_parsed_content("device")
+    cached = parser.get_parsed_content("train#dataset")._cache
+    assert cached and all(item["image"].device == device for item in cached)

@@ -1,8 +1,10 @@
-"""trim_heap: freed heap pages go back to the operating system."""
+"""trim_heap: freed heap pages go back to the operating system; keep_freed_memory: large freed blocks stay for reuse."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -26,3 +28,34 @@ def test_trim_heap_returns_freed_pages_held_below_a_live_allocation():
     released = held - rss_mib()
     assert released > 80, f"RSS fell by {released:.0f} MiB only (2,000 x 64 KiB = 125 MiB freed)"
     assert all(b[0] == 1 for b in kept)
+
+
+# each run is a fresh interpreter: glibc's settings are process-wide and would outlive the test
+_CYCLES = textwrap.dedent("""
+    import ctypes, resource, sys
+    from monaifrac.memory import keep_freed_memory
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+    if sys.argv[1] == "keep":
+        assert keep_freed_memory() is True
+    size = 64 << 20  # an activation of a training step: above glibc's own mmap threshold (32 MiB at most)
+    def cycle():
+        block = libc.malloc(size)
+        ctypes.memset(block, 1, size)
+        libc.free(block)
+    cycle()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        cycle()
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or _glibc() is None, reason="glibc's mallopt only")
+def test_keep_freed_memory_stops_a_large_block_being_faulted_in_again_each_cycle():
+    faults = {mode: float(subprocess.run([sys.executable, "-c", _CYCLES, mode], capture_output=True, text=True,
+                                          check=True).stdout.split()[-1]) for mode in ("default", "keep")}
+    pages = (64 << 20) / 4096
+    # glibc's default: a fresh mapping per malloc, every page faulted in on first touch
+    assert faults["default"] > 0.5 * pages, faults
+    assert faults["keep"] < 0.01 * pages, faults
