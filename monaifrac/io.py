@@ -411,5 +411,8 @@ class AtomicPILWriter(_PILWriter):
             self.data_obj = self.data_obj[..., None]
 
     def write(self, filename, verbose: bool = False, **kwargs):
+        # zlib level 1 rather than PIL's 6: a label map's PNG encodes in half the time (1.0 vs 1.9 ms
+        # for 454 x 373) and stays a few kB
+        kwargs.setdefault("compress_level", 1)
         with atomic_path(filename) as tmp:
             super().write(str(tmp), verbose=verbose, **kwargs)

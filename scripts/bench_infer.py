@@ -2,7 +2,7 @@
 
 Usage: python scripts/bench_infer.py FILMS_DIR [--n 20] [--model bundle/models/model.pt] [--threads N]
                                     [--single FILM ...] [--cli] [--onnx] [--onnx-model model.onnx]
-                                    [--profile [K]]
+                                    [--profile [K]] [--rounds R]
 
 Runs ``bundle/configs/inference.json`` in this process over the first N films of FILMS_DIR
 (JPG/PNG), and over the first film alone, for each configuration:
@@ -12,7 +12,10 @@ Runs ``bundle/configs/inference.json`` in this process over the first N films of
 * ``ensemble2``: two checkpoints averaged (``--model_files`` with the model twice).
 
 The per-film cost is the marginal time ``(T_N - T_1) / (N - 1)``, which leaves out start-up
-and config parsing. Beside it, the model alone: ``inference.json``'s inferer (the whole film,
+and config parsing. ``--rounds R`` repeats the configurations and the model-only pass R times,
+alternating which goes first (the end-to-end runs, then the model alone, in odd rounds; the
+reverse in even ones), pools them (sums of times) and prints each round's end-to-end / model-only
+ratio: on a shared or virtual machine one pass is only a smoke check. Beside it, the model alone: ``inference.json``'s inferer (the whole film,
 bf16 autocast where the CPU has bf16 units) over the same films held in memory as tensors.
 Prints absolute figures, films/s, the ratio of each switch to ``default``, the ratio
 end-to-end / model-only (the project's goal: <= 1.25), and the machine (CPU model, cores,
@@ -216,6 +219,8 @@ def main() -> int:
                         help="also time the model alone under ONNX Runtime, beside PyTorch (exports --model first)")
     parser.add_argument("--onnx-model", default=None,
                         help="an already exported .onnx to time (implies --onnx; default: export --model)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the folder timings R times, alternating "
+                                                              "order; figures pooled (default 1)")
     parser.add_argument("--profile", nargs="?", type=int, const=25, default=None, metavar="K",
                         help="cProfile one more default run of the N films; print the top K functions (default 25)")
     args = parser.parse_args()
@@ -244,24 +249,38 @@ def main() -> int:
     }
     print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; {len(films)} films from {args.films_dir}")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     tmp = Path(tempfile.mkdtemp(prefix="bench_infer_"))
-    results = {}
+    timings: dict = {name: {"T_N_s": [], "T_1_s": []} for name in configs}
+    alone_rounds: list[float] = []
     try:
-        for name, overrides in configs.items():
-            t_n = run_inference(films, tmp / f"{name}_n", overrides)
-            t_1 = run_inference(films[:1], tmp / f"{name}_1", overrides)
-            results[name] = {"T_N_s": t_n, "T_1_s": t_1, "per_film_s": (t_n - t_1) / (len(films) - 1)}
+        for rnd in range(args.rounds):
+            steps = ["end-to-end", "model"] if rnd % 2 == 0 else ["model", "end-to-end"]
+            for step in steps:
+                if step == "model":
+                    alone_rounds.append(model_only(films, args.model))
+                    continue
+                for name, overrides in configs.items():
+                    timings[name]["T_N_s"].append(run_inference(films, tmp / f"{name}_n{rnd}", overrides))
+                    timings[name]["T_1_s"].append(run_inference(films[:1], tmp / f"{name}_1{rnd}", overrides))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    alone = model_only(films, args.model)
+    results = {name: {"T_N_s": sum(t["T_N_s"]) / args.rounds, "T_1_s": sum(t["T_1_s"]) / args.rounds,
+                      "per_film_s": (sum(t["T_N_s"]) - sum(t["T_1_s"])) / (args.rounds * (len(films) - 1))}
+               for name, t in timings.items()}
+    alone = sum(alone_rounds) / args.rounds
     base = results["default"]["per_film_s"]
+    per_round = [(tn - t1) / (len(films) - 1) / a for tn, t1, a in
+                 zip(timings["default"]["T_N_s"], timings["default"]["T_1_s"], alone_rounds)]
     print(f"{'configuration':<12} {'per film (s)':>12} {'films/s':>8} {'x default':>10} "
           f"{'one film, in-process, with config parsing (s)':>46}")
     for name, r in results.items():
         print(f"{name:<12} {r['per_film_s']:>12.3f} {1 / r['per_film_s']:>8.1f} {r['per_film_s'] / base:>10.2f} "
               f"{r['T_1_s']:>46.2f}")
     print(f"{'model only':<12} {alone:>12.3f} {1 / alone:>8.1f} {alone / base:>10.2f}   (the inferer on in-memory films)")
-    print(f"end-to-end / model-only (default): {base / alone:.2f}   (goal <= 1.25)")
+    print(f"end-to-end / model-only (default): {base / alone:.2f}   (goal <= 1.25)"
+          + (f"; per round {' '.join(f'{r:.2f}' for r in per_round)}" if args.rounds > 1 else ""))
     singles = {}
     if args.single:
         tmp = Path(tempfile.mkdtemp(prefix="bench_infer_single_"))
@@ -333,7 +352,8 @@ def main() -> int:
         print(f"{'  PyTorch':<12} {onnx['torch_per_film_s']:>12.3f}")
         print(f"{'  ORT':<12} {onnx['ort_per_film_s']:>12.3f}   ORT / PyTorch {onnx['ort_over_torch']:.2f}, "
               f"max |ORT - PyTorch| {onnx['max_abs_diff']:.1e} on the logits")
-    print(json.dumps({"films": len(films), "model_only_per_film_s": alone, **results,
+    print(json.dumps({"films": len(films), "rounds": args.rounds, "model_only_per_film_s": alone,
+                      "ratio_per_round": per_round, **results,
                       **({"single": singles} if singles else {}), **({"cli": cli} if cli else {}),
                       **({"onnx": onnx} if onnx else {})}))
     return 0

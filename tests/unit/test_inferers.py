@@ -182,3 +182,20 @@ def test_whole_film_hands_films_above_max_pixels_to_the_fallback():
     assert torch.allclose(out, x.repeat(1, 3, 1, 1), atol=1e-6)
     with pytest.raises(ValueError, match="fallback"):
         WholeFilmInferer(max_pixels=100)
+
+
+def test_post_processing_of_a_meta_tensor_gives_monai_s_labels_and_keeps_the_film_s_metadata():
+    """ArgMax and FractureScore work on the data under a MetaTensor: same numbers, metadata carried once."""
+    from monai.data import MetaTensor
+    from monai.transforms import AsDiscrete
+
+    from monaifrac.transforms import ArgMax
+
+    logits = torch.randn(3, 37, 29, generator=torch.Generator().manual_seed(0))
+    pred = MetaTensor(logits.clone(), meta={"filename_or_obj": "IMG0000019.jpg"})
+    labels = ArgMax(torch.uint8)(pred)
+    assert isinstance(labels, MetaTensor) and labels.meta["filename_or_obj"] == "IMG0000019.jpg"
+    assert labels.dtype == torch.uint8 and labels.shape == (1, 37, 29)
+    assert torch.equal(labels.as_tensor().long(), AsDiscrete(argmax=True)(logits).long())
+    assert type(ArgMax()(logits)) is torch.Tensor
+    assert FractureScore()(pred) == FractureScore()(logits)
