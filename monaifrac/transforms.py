@@ -147,17 +147,19 @@ class ArgMax(Transform):
     Args:
         dtype: dtype of the label map (``torch.uint8`` for a file, the default int64 for
             ``AsDiscreted(to_onehot=...)``).
+        dim: the channel dim: 0 for one film (C, *spatial), 1 for a batch (B, C, *spatial).
 
-    ``__call__(pred)``: pred (C, *spatial) logits or probabilities → (1, *spatial) labels,
-    a MetaTensor where pred is one.
+    ``__call__(pred)``: pred (C, *spatial) logits or probabilities → (1, *spatial) labels
+    ((B, 1, *spatial) with ``dim=1``), a MetaTensor where pred is one.
     """
 
-    def __init__(self, dtype: torch.dtype = torch.int64):
+    def __init__(self, dtype: torch.dtype = torch.int64, dim: int = 0):
         self.dtype = dtype
+        self.dim = dim
 
     def __call__(self, pred):
         x = _plain(pred) if isinstance(pred, torch.Tensor) else torch.as_tensor(pred)
-        labels = x.max(dim=0, keepdim=True).indices.to(self.dtype)
+        labels = x.max(dim=self.dim, keepdim=True).indices.to(self.dtype)
         # the metadata is copied once (SaveImaged reads the film's name from it), not once per operation
         return MetaTensor(labels, meta=pred.meta, applied_operations=pred.applied_operations) if isinstance(
             pred, MetaTensor) else labels
@@ -166,9 +168,10 @@ class ArgMax(Transform):
 class ArgMaxd(MapTransform):
     """Dictionary form of :class:`ArgMax`."""
 
-    def __init__(self, keys: KeysCollection, dtype: torch.dtype = torch.int64, allow_missing_keys: bool = False):
+    def __init__(self, keys: KeysCollection, dtype: torch.dtype = torch.int64, dim: int = 0,
+                 allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
-        self.argmax = ArgMax(dtype)
+        self.argmax = ArgMax(dtype, dim)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)

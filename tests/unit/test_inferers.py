@@ -199,3 +199,13 @@ def test_post_processing_of_a_meta_tensor_gives_monai_s_labels_and_keeps_the_fil
     assert torch.equal(labels.as_tensor().long(), AsDiscrete(argmax=True)(logits).long())
     assert type(ArgMax()(logits)) is torch.Tensor
     assert FractureScore()(pred) == FractureScore()(logits)
+
+
+def test_argmax_of_a_batch_equals_the_argmax_of_each_film():
+    """Training post-processes its batch whole (dim=1, no decollation): the same labels as film by film."""
+    from monaifrac.transforms import ArgMax, ArgMaxd
+
+    batch = torch.randn(4, 3, 16, 12, generator=torch.Generator().manual_seed(1))
+    whole = ArgMaxd(keys="pred", dim=1)({"pred": batch})["pred"]
+    assert whole.shape == (4, 1, 16, 12)
+    assert all(torch.equal(whole[i], ArgMax()(batch[i])) for i in range(4))
