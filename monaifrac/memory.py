@@ -17,6 +17,7 @@ def _glibc():
         return None
     return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
 
+
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 
 

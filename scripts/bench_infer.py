@@ -12,14 +12,14 @@ Runs ``bundle/configs/inference.json`` in this process over the first N films of
 * ``ensemble2``: two checkpoints averaged (``--model_files`` with the model twice).
 
 The per-film cost is the marginal time ``(T_N - T_1) / (N - 1)``, which leaves out start-up
-and config parsing. ``--rounds R`` repeats the configurations and the model-only pass R times,
-alternating which goes first (the end-to-end runs, then the model alone, in odd rounds; the
-reverse in even ones), pools them (sums of times) and prints each round's end-to-end / model-only
-ratio: on a shared or virtual machine one pass is only a smoke check. Beside it, the model alone: ``inference.json``'s inferer (the whole film,
+and config parsing. Beside it, the model alone: ``inference.json``'s inferer (the whole film,
 bf16 autocast where the CPU has bf16 units) over the same films held in memory as tensors.
 Prints absolute figures, films/s, the ratio of each switch to ``default``, the ratio
 end-to-end / model-only (the project's goal: <= 1.25), and the machine (CPU model, cores,
-torch threads).
+torch threads). ``--rounds R`` repeats the configurations and the model-only pass R times,
+alternating which goes first (the end-to-end runs, then the model alone, in odd rounds; the
+reverse in even ones), pools them (sums of times) and prints each round's end-to-end /
+model-only ratio: on a shared or virtual machine one pass is only a smoke check.
 
 ``--single FILM ...``: for each film, its marginal end-to-end time (the film under four names:
 ``(T_4 - T_1) / 3``, in this process) beside the model alone on it. ``--cli``: also each single film,
