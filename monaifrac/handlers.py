@@ -207,7 +207,8 @@ def output_scalars(keys, prefix: str = "train_"):
 
     One key gives that value alone (logged under the handler's ``tag_name``); several give
     ``{prefix + key: value}``, which MONAI's ``TensorBoardStatsHandler`` logs as one curve each.
-    Reads the first item of the (decollated) output, where MONAI repeats per-batch scalars.
+    Reads the output dict itself where the trainer does not decollate (``train.json``: the batch is
+    post-processed whole), or the first item of a decollated output, where MONAI repeats per-batch scalars.
     """
     keys = [keys] if isinstance(keys, str) else list(keys)
 
