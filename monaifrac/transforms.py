@@ -20,7 +20,8 @@ from monaifrac.visualize import overlay
 
 def _plain(x: torch.Tensor) -> torch.Tensor:
     """The tensor's data without MONAI's metadata: each operation on a MetaTensor also copies its metadata
-    (55 µs a call under cProfile; ``inference.json`` made 81 such calls a film before these transforms used this)."""
+    (about 40 µs a call under cProfile, ``scripts/bench_infer.py --profile``: ``inference.json`` made 81 such
+    calls a film before these transforms used this)."""
     return x.as_tensor() if isinstance(x, MetaTensor) else x
 
 
@@ -116,10 +117,11 @@ class UntrackedCompose(Compose):
 
     Training's random transforms need the pixels only. Under tracking every crop, flip, rotation
     and zoom also records its operation, updates the affine and copies the metadata, and on this
-    project's CPU that bookkeeping cost more than the pixel work: ``train.json``'s random chain (4
-    crops of 256 x 256 a film, flips, rotation, zoom, intensity) took 24.7 ms a film tracked and
-    10.5 ms untracked, one thread. The batches it yields are plain ``torch.Tensor``s (cheaper to
-    collate and to hand from a DataLoader worker to the trainer) and cannot be inverted.
+    project's CPU that bookkeeping cost more than the pixel work: untracked, the DataLoader workers
+    of ``train.json`` used 0.07 cores instead of 0.13 and the trainer waited 4 ms an iteration for
+    data instead of 35 (``scripts/bench_train.py``, bf16). The batches it yields are plain
+    ``torch.Tensor``s (cheaper to collate and to hand from a worker to the trainer) and cannot be
+    inverted.
 
     MONAI's switch (``monai.data.set_track_meta``) is process-wide: it is off only while this
     ``Compose`` runs and restored after, also on error. ``CacheDataset`` stops caching at the
