@@ -160,7 +160,7 @@ class ArgMax(Transform):
         self.dim = dim
 
     def __call__(self, pred):
-        x = _plain(pred) if isinstance(pred, torch.Tensor) else torch.as_tensor(pred)
+        x = _plain(torch.as_tensor(pred))
         labels = x.max(dim=self.dim, keepdim=True).indices.to(self.dtype)
         # the metadata is copied once (SaveImaged reads the film's name from it), not once per operation
         return MetaTensor(labels, meta=pred.meta, applied_operations=pred.applied_operations) if isinstance(
@@ -206,7 +206,7 @@ class FractureScore(Transform):
         self.softmax = softmax
 
     def __call__(self, pred) -> float:
-        x = (_plain(pred) if isinstance(pred, torch.Tensor) else torch.as_tensor(pred)).float()
+        x = _plain(torch.as_tensor(pred)).float()
         prob = torch.softmax(x, dim=0)[self.class_index] if self.softmax else x[self.class_index]
         flat = prob.flatten()
         k = min(self.min_area, flat.numel())

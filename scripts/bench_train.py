@@ -64,6 +64,7 @@ from _machine import cpu_model, proc_stats  # scripts/ is on sys.path when a scr
 from monaifrac.bundle import REPO_BUNDLE, parse_overrides
 
 CONFIGS = REPO_BUNDLE / "configs"
+CUDA = torch.cuda.is_available()
 SEGMENTS = ("data", "prep", "forward", "loss", "backward", "optim", "post", "other")
 
 
@@ -74,12 +75,12 @@ def machine() -> dict:
     return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": usable,
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "cpu_bf16_native": cpu_bf16_supported(), "load_avg_1min": round(os.getloadavg()[0], 2),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "gpu": torch.cuda.get_device_name(0) if CUDA else None}
 
 
 def sync() -> None:
     """Wait for the GPU's queued work, so that a time mark means the work before it is done."""
-    if torch.cuda.is_available():
+    if CUDA:
         torch.cuda.synchronize()
 
 
@@ -355,8 +356,8 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.precision is None:
-        args.precision = ["fp32", "amp"] if torch.cuda.is_available() else ["fp32", "bf16"]
-    if "amp" in args.precision and not torch.cuda.is_available():
+        args.precision = ["fp32", "amp"] if CUDA else ["fp32", "bf16"]
+    if "amp" in args.precision and not CUDA:
         parser.error("--precision amp needs a CUDA GPU (MONAI's amp autocasts on CUDA only)")
 
     from monai.bundle import ConfigParser

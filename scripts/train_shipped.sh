@@ -14,7 +14,9 @@
 # An interrupted step resumes exactly from its last checkpoint_epoch=N.pt when the script is run
 # again; a finished step (checkpoint_final.pt) is not run again. INIT_FROM=weights.pt starts step 1
 # from those weights instead of from scratch.
-# The weights land in RUN_DIR/step3/models/model.pt; copy that file to bundle/models/model.pt to ship it.
+# Step 3's best epoch by the key metric lands in RUN_DIR/step3/models/model.pt (what is evaluated below);
+# the end of its schedule, which is what bundle/models/model.pt holds (model card, "The shipped model"),
+# is the "model" entry of RUN_DIR/step3/models/checkpoint_final.pt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -13,17 +13,23 @@ from tests.conftest import make_mini_fracatlas
 from monaifrac.data.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[2]
+TINY = ["patch_size=[32,32]", "batch_size=2", "num_samples=2", "network_def#channels=[4,8]",
+        "network_def#strides=[2]", "network_def#num_res_units=1"]
+
+
+@pytest.fixture(scope="module")
+def prepared_mini(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bench_train")
+    atlas = make_mini_fracatlas(root / "fracatlas")
+    prepare(atlas.root, root / "prepared", workers=1, progress=False)
+    return root / "prepared"
 
 
 @pytest.mark.slow
-def test_bench_train_smoke(tmp_path):
-    atlas = make_mini_fracatlas(tmp_path / "fracatlas")
-    prepare(atlas.root, tmp_path / "prepared", workers=1, progress=False)
-    tiny = ["patch_size=[32,32]", "batch_size=2", "num_samples=2", "network_def#channels=[4,8]",
-            "network_def#strides=[2]", "network_def#num_res_units=1"]
-    proc = subprocess.run([sys.executable, "scripts/bench_train.py", str(tmp_path / "prepared"), "--iters", "2",
+def test_bench_train_smoke(prepared_mini):
+    proc = subprocess.run([sys.executable, "scripts/bench_train.py", str(prepared_mini), "--iters", "2",
                            "--warmup", "1", "--films", "2", "--num-workers", "0", "--threads", "1",
-                           "--precision", "fp32", "bf16", "--rounds", "2", "--profile", "--set", *tiny],
+                           "--precision", "fp32", "bf16", "--rounds", "2", "--profile", "--set", *TINY],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -44,18 +50,15 @@ def test_bench_train_smoke(tmp_path):
 
 
 @pytest.mark.slow
-def test_gpu_recipe_trains_on_a_cpu_through_the_bench(tmp_path):
+def test_gpu_recipe_trains_on_a_cpu_through_the_bench(prepared_mini, tmp_path):
     """gpu_train.json (cache on the device, ThreadDataLoader, channels_last) composes with train.json and trains;
     on a machine without CUDA its device is the CPU, which is how CI checks it."""
     import torch
     from monai.bundle import ConfigParser
     from monai.data import ThreadDataLoader
 
-    atlas = make_mini_fracatlas(tmp_path / "fracatlas")
-    prepare(atlas.root, tmp_path / "prepared", workers=1, progress=False)
-    tiny = ["patch_size=[32,32]", "batch_size=2", "num_samples=2", "network_def#channels=[4,8]",
-            "network_def#strides=[2]", "network_def#num_res_units=1", "cache_workers=1"]
-    proc = subprocess.run([sys.executable, "scripts/bench_train.py", str(tmp_path / "prepared"), "--iters", "2",
+    tiny = [*TINY, "cache_workers=1"]
+    proc = subprocess.run([sys.executable, "scripts/bench_train.py", str(prepared_mini), "--iters", "2",
                            "--warmup", "1", "--films", "2", "--threads", "1", "--precision", "fp32",
                            "--config", "bundle/configs/gpu_train.json", "--set", *tiny],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
@@ -66,7 +69,7 @@ def test_gpu_recipe_trains_on_a_cpu_through_the_bench(tmp_path):
 
     parser = ConfigParser()
     parser.read_config([str(REPO / "bundle/configs/train.json"), str(REPO / "bundle/configs/gpu_train.json")])
-    parser.update({"dataset_dir": str(tmp_path / "prepared"), "bundle_root": str(tmp_path / "root"), "cache_workers": 1})
+    parser.update({"dataset_dir": str(prepared_mini), "bundle_root": str(tmp_path / "root"), "cache_workers": 1})
     assert isinstance(parser.get_parsed_content("train#dataloader"), ThreadDataLoader)
     conv = next(m for m in parser.get_parsed_content("network").modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
