@@ -10,7 +10,8 @@ __version__ = "0.1.0"
 import importlib as _importlib
 
 _SUBMODULES = {"bundle", "checkpoints", "cli", "crossval", "data", "datalist", "distributed", "engines", "evaluation",
-               "handlers", "inference", "inferers", "io", "memory", "metrics", "transforms", "visualize"}
+               "handlers", "inference", "inferers", "io", "losses", "memory", "metrics", "networks", "samplers", "transforms",
+               "visualize"}
 
 
 def __getattr__(name):

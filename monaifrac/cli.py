@@ -56,7 +56,8 @@ def _cmd_train(args) -> int:
 
     configs = ["train"] + (["train_gan"] if args.mode == "gan" else []) + _variant_configs(args)
     run_bundle(configs, bundle_root=args.bundle_root,
-               **_bundle_overrides(args, dataset_dir=args.dataset_dir, max_epochs=args.epochs, fold=args.fold))
+               **_bundle_overrides(args, dataset_dir=args.dataset_dir, max_epochs=args.epochs, fold=args.fold,
+                                   **_network_overrides(args)))
     return 0
 
 
@@ -65,7 +66,8 @@ def _cmd_evaluate(args) -> int:
 
     configs = ["train", "evaluate"] + _variant_configs(args)
     run_bundle(configs, bundle_root=args.bundle_root,
-               **_bundle_overrides(args, dataset_dir=args.dataset_dir, eval_part=args.part, model_file=args.model))
+               **_bundle_overrides(args, dataset_dir=args.dataset_dir, eval_part=args.part, model_file=args.model,
+                                   **_network_overrides(args)))
     return 0
 
 
@@ -77,16 +79,15 @@ def _cmd_infer(args) -> int:
     run_bundle(configs, bundle_root=args.bundle_root,
                **_bundle_overrides(args, input_files=inputs, output_dir=args.output_dir, model_file=args.model,
                                    model_files=args.models, tta=True if args.tta else None,
-                                   save_overlays=True if args.overlays else None))
+                                   save_overlays=True if args.overlays else None, **_network_overrides(args)))
     return 0
 
 
 def _cmd_cv(args) -> int:
     from monaifrac.crossval import FIGURES, run_cv
 
-    configs = ("basic_unet",) if args.network == "basic_unet" else ()
-    rows = run_cv(args.dataset_dir, args.out, folds=args.folds, configs=configs,
-                  **_bundle_overrides(args, max_epochs=args.epochs))
+    rows = run_cv(args.dataset_dir, args.out, folds=args.folds, configs=tuple(_variant_configs(args)),
+                  **_bundle_overrides(args, max_epochs=args.epochs, **_network_overrides(args)))
     print("fold  films  " + "  ".join(FIGURES))
     for r in rows:
         print(f"{r['fold']:>4}  {r['films']:>5}  " + "  ".join("–" if r[n] is None else f"{r[n]:.4f}" for n in FIGURES))
@@ -102,6 +103,20 @@ def _cmd_check(args) -> int:
         print(problem)
     print(f"{result['datalist']}: {result['items']} item(s), {len(result['problems'])} problem(s)")
     return 0 if result["ok"] else 1
+
+
+def _cmd_calibrate(args) -> int:
+    from monaifrac.evaluation.calibrate import calibrate_presence
+
+    r = calibrate_presence(args.pred_dir, args.truth, args.out, split=args.split, n_boot=args.bootstrap)
+    auc = {k: f"{v['value']:.4f} [{v['ci95'][0]:.4f}, {v['ci95'][1]:.4f}]" for k, v in r["auc"].items()}
+    print(json.dumps({"films": r["films"], "fractured": r["fractured"], "roc_auc": auc,
+                      "youden": r["youden"]}, indent=2))
+    fusion = ",".join(f"{v:.6g}" for v in r["presence_fusion"])
+    print(f"use: --set presence_fusion=[{fusion}] presence_threshold={r['presence_threshold']:.6g}")
+    if args.out:
+        print(f"wrote {Path(args.out) / 'calibration.json'}")
+    return 0
 
 
 def _cmd_score(args) -> int:
@@ -145,16 +160,28 @@ def _cmd_export_nnunet(args) -> int:
     return 0
 
 
+NETWORKS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "unet", "basic_unet")
+
+
 def _variant_configs(args) -> list[str]:
     """The override files the options select, in the order they apply."""
-    return (["basic_unet"] if args.network == "basic_unet" else []) + \
+    return ([args.network] if args.network in ("unet", "basic_unet") else []) + \
+        (["patches"] if getattr(args, "patches", False) else []) + \
         (["sliding_window"] if getattr(args, "sliding_window", False) else [])
+
+
+def _network_overrides(args) -> dict:
+    """The default network with another EfficientNet-Lite backbone: only the ``backbone`` id changes."""
+    return {"backbone": args.network} if args.network.startswith("efficientnet-lite") and \
+        args.network != "efficientnet-lite0" else {}
 
 
 def _add_bundle_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle-root", help="where models/ and eval/ are (default: the bundle of this repository)")
-    p.add_argument("--network", choices=("unet", "basic_unet"), default="unet",
-                   help="network definition (basic_unet adds configs/basic_unet.json)")
+    p.add_argument("--network", choices=NETWORKS, default="efficientnet-lite0",
+                   help="network definition: the default, an EfficientNet-Lite U-Net with a presence output "
+                        "(lite1/lite2 set its backbone), or the earlier UNet/BasicUNet (adds configs/<name>.json; "
+                        "their weights load only with it)")
     p.add_argument("--sliding-window", action="store_true",
                    help="see each film through 256 x 256 windows instead of whole (adds configs/sliding_window.json)")
     p.add_argument("--set", nargs="+", metavar="ID=VALUE", help="other config overrides, e.g. patch_size=[128,128]")
@@ -198,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("supervised", "gan"), default="supervised",
                    help="gan: adversarial segmentation (adds configs/train_gan.json; set adv_weight=..., "
                         "adv_warmup_epochs=..., d_learning_rate=... with --set)")
+    p.add_argument("--patches", action="store_true",
+                   help="train on random patches (patch_size, num_samples, crop_ratios) instead of whole films "
+                        "(adds configs/patches.json)")
     _add_bundle_options(p)
     p.set_defaults(func=_cmd_train)
 
@@ -231,9 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5, help="folds 0..N-1 (default 5)")
     p.add_argument("--out", required=True, help="fold_<k>/ bundle roots, cv_folds.csv and cv_summary.json")
     p.add_argument("--epochs", type=int, help="max_epochs of each fold")
-    p.add_argument("--network", choices=("unet", "basic_unet"), default="unet", help="network definition")
+    p.add_argument("--network", choices=NETWORKS, default="efficientnet-lite0", help="network definition")
+    p.add_argument("--patches", action="store_true", help="train on patches instead of whole films")
     p.add_argument("--set", nargs="+", metavar="ID=VALUE", help="config overrides for every fold's runs")
     p.set_defaults(func=_cmd_cv)
+
+    p = sub.add_parser("calibrate", help="fit the fusion of the presence output and the mask score on an "
+                                         "inference run of validation films (predictions.csv)")
+    p.add_argument("pred_dir", help="an inference output folder: label maps and predictions.csv with presence_score "
+                                    "and mask_score")
+    p.add_argument("--truth", required=True, help="FracAtlas-layout folder or a folder written by `monaifrac prepare`")
+    p.add_argument("--split", help="use only the films of this split (each must have a prediction)")
+    p.add_argument("--out", help="folder for calibration.json")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the AUC intervals")
+    p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("score", help="score label maps (and predictions.csv) against a FracAtlas-layout folder")
     p.add_argument("pred_dir", help="<film id>.png label maps {0,1,2} or binary fracture masks, optional predictions.csv")

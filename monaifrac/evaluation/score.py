@@ -58,8 +58,8 @@ def find_predictions(pred_dir: Path) -> dict[str, Path]:
 
 
 def read_scores(pred_dir: Path) -> dict[str, dict]:
-    """``predictions.csv`` as ``{film id: {"fracture_score": float, "fractured": int | None}}``;
-    empty when the file is absent."""
+    """``predictions.csv`` as ``{film id: {"fracture_score": float, "fractured": int | None,
+    "presence_score": float | None, "mask_score": float | None}}``; empty when the file is absent."""
     path = pred_dir / PREDICTIONS_CSV
     if not path.is_file():
         return {}
@@ -81,10 +81,24 @@ def read_scores(pred_dir: Path) -> dict[str, dict]:
                 scores[film_stem(row["film"])] = {
                     "fracture_score": value,
                     "fractured": int(called) if called not in (None, "") else None,
+                    **{key: _optional_score(row.get(key), path, line, key) for key in ("presence_score", "mask_score")},
                 }
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not a text CSV ({err})") from None
     return scores
+
+
+def _optional_score(text: str | None, path: Path, line: int, column: str) -> float | None:
+    """A score column that a network without a presence output leaves empty."""
+    if text in (None, ""):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"{path}: line {line}: {column} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise DataError(f"{path}: line {line}: {column} is {value}")
+    return value
 
 
 def detect_kind(pred_files: dict[str, Path], has_scores: bool) -> str:

@@ -111,3 +111,32 @@ def bootstrap_ci(statistic: Callable[[np.ndarray], float], groups: Sequence[np.n
         return [float("nan"), float("nan")]
     alpha = (1.0 - level) / 2.0
     return [float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))]
+
+
+def fit_presence_fusion(labels: Sequence[int], head: Sequence[float], mask: Sequence[float],
+                        l2: float = 1e-3, iters: int = 50) -> list[float]:
+    """The ``(a, b, c)`` of :func:`monaifrac.transforms.fuse_presence` that fit ``labels`` best.
+
+    A logistic regression of fractured (1) / normal (0) on the logits of the presence output's
+    probability and of the mask score, by Newton's method (iteratively reweighted least squares)
+    with a small ridge ``l2`` on (a, b) so that separable validation sets keep finite weights.
+    Fitted on validation films only; its outputs are calibrated probabilities on those films.
+    """
+    from monaifrac.transforms import _logit
+
+    y = np.asarray(labels, dtype=np.float64)
+    if y.size == 0 or y.all() or not y.any():
+        raise ValueError("fitting the fusion needs fractured and normal films")
+    x = np.column_stack([[_logit(v) for v in head], [_logit(v) for v in mask], np.ones(len(y))])
+    w = np.zeros(3)
+    ridge = np.diag([l2, l2, 0.0]) * len(y)
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-(x @ w)))
+        grad = x.T @ (p - y) + ridge @ w
+        hess = (x * (p * (1 - p))[:, None]).T @ x + ridge + 1e-9 * np.eye(3)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return [float(v) for v in w]
+

@@ -27,11 +27,14 @@ EVALUATE_JSON = "bundle/configs/evaluate.json"
 INFERENCE_JSON = "bundle/configs/inference.json"
 MULTI_GPU_JSON = "bundle/configs/multi_gpu_train.json"
 BASIC_UNET_JSON = "bundle/configs/basic_unet.json"
+UNET_JSON = "bundle/configs/unet.json"
+PATCHES_JSON = "bundle/configs/patches.json"
 METADATA_JSON = "bundle/configs/metadata.json"
 SCHEMA_JSON = "bundle/schema/meta_schema.json"
 
 N_FILMS = 16
-SMALL = ["--patch_size", "[64,64]", "--num_workers", "0", "--batch_size", "2"]
+SMALL = ["--patch_size", "[64,64]", "--num_workers", "0", "--batch_size", "2", "--film_max_side", "192",
+         "--film_long_side", "192"]
 TRAIN_EPOCHS = 2
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.integration.conftest import (BASIC_UNET_JSON, EVALUATE_JSON, INFERENCE_JSON, METADATA_JSON, REPO, SCHEMA_JSON,
+from tests.integration.conftest import (BASIC_UNET_JSON, PATCHES_JSON, UNET_JSON,
+                                 EVALUATE_JSON, INFERENCE_JSON, METADATA_JSON, REPO, SCHEMA_JSON,
                                  TRAIN_JSON, bundle_cmd, check_rc, run_cmd)
 
 pytestmark = pytest.mark.slow
@@ -67,7 +68,8 @@ def test_verify_net_in_out_with_basic_unet(monkeypatch):
 
     monkeypatch.setattr(nets.BasicUNet, "__init__", spy)
     verify_net_in_out(net_id="network_def", meta_file=str(REPO / METADATA_JSON),
-                      config_file=[str(REPO / INFERENCE_JSON), str(REPO / BASIC_UNET_JSON)])
+                      config_file=[str(REPO / INFERENCE_JSON), str(REPO / BASIC_UNET_JSON)],
+                      **{"_meta_#network_data_format#outputs#pred#num_channels": 3})  # no presence channel
     features = json.loads((REPO / BASIC_UNET_JSON).read_text())["network_def"]["features"]
     assert len(built) >= 1 and built[0]["features"] == features  # the network that was checked
 
@@ -79,13 +81,24 @@ def test_network_def_is_the_same_for_training_and_inference():
     # the basic_unet variant replaces network_def in both the same way
     assert parser_of(TRAIN_JSON, BASIC_UNET_JSON).get("network_def") == \
         parser_of(INFERENCE_JSON, BASIC_UNET_JSON).get("network_def") != train.get("network_def")
-    for key in ("max_film_pixels", "large_film_window", "film_inferer"):
+    for key in ("film_inferer", "film_long_side", "film_max_side", "backbone", "memory_format", "presence_fusion",
+                "presence_threshold", "presence_gate"):
         assert train.get(key) == infer.get(key), key
+    # training builds the network from the ImageNet weights; inference loads model.pt into it and needs none
+    assert train.get("pretrained") is True and infer.get("pretrained") is False
     # inference wraps validation's inferer (the whole film, under bf16 autocast where the CPU has bf16 units) in
     # AveragingInferer (TTA and ensembles, off by default): a film is seen the same way in validation and inference
     assert train.get("validate#inferer") == infer.get("inferer#inferer")
     assert train.get("validate#inferer#inferer") == "@film_inferer"
-    assert train.get("cpu_bf16") == infer.get("cpu_bf16") == "auto"
+    # bf16 autocast made the EfficientNet-Lite U-Net about 8x slower on this project's CPU (depthwise
+    # convolutions): off for it, "auto" for the UNets, in training and inference alike
+    assert train.get("cpu_bf16") is False and infer.get("cpu_bf16") is False
+    for variant in (UNET_JSON, BASIC_UNET_JSON):
+        t, i = parser_of(TRAIN_JSON, variant), parser_of(INFERENCE_JSON, variant)
+        assert t.get("cpu_bf16") == i.get("cpu_bf16") == "auto"
+        assert t.get("network_def") == i.get("network_def")
+    for key in ("max_film_pixels", "large_film_window", "film_inferer"):
+        assert parser_of(TRAIN_JSON, UNET_JSON).get(key) == parser_of(INFERENCE_JSON, UNET_JSON).get(key), key
 
 
 def test_sliding_window_override_swaps_the_film_inferer_in_validation_and_inference():
@@ -129,13 +142,15 @@ def test_inference_preprocessing_of_a_jpg_equals_evaluation_preprocessing_of_its
     assert np.ptp(np.asarray(from_jpg)) > 0.5
 
 
-def test_training_cache_holds_float16_films_and_training_sees_float32_crops(prepared, tmp_path):
-    """cache_dtype: the cached films take half the bytes, round by at most 2**-12, and crops are float32 again."""
+@pytest.mark.parametrize("recipe", ["whole_film", "patches"])
+def test_training_cache_holds_float16_films_and_training_sees_float32_crops(prepared, tmp_path, recipe):
+    """cache_dtype: the cached films take half the bytes, round by at most 2**-12, and what training sees (whole
+    films, or the crops of ``patches.json``) is float32 again."""
     caches = {}
     for name, dtype in (("float16", "$torch.float16"), ("float32", "$torch.float32")):
-        parser = parser_of(TRAIN_JSON)
+        parser = parser_of(TRAIN_JSON, *([PATCHES_JSON] if recipe == "patches" else []))
         parser.update({"dataset_dir": str(prepared.dataset_dir), "bundle_root": str(tmp_path / name),
-                       "num_workers": 0, "cache_dtype": dtype})
+                       "num_workers": 0, "cache_dtype": dtype, "film_max_side": 192, "film_long_side": 192})
         caches[name] = parser.get_parsed_content("train#dataset")
     half, full = caches["float16"], caches["float32"]
     assert len(half._cache) == len(full._cache) == len(prepared.section("training"))
@@ -145,6 +160,9 @@ def test_training_cache_holds_float16_films_and_training_sees_float32_crops(prep
         assert float((a["image"].float() - b["image"]).abs().max()) <= 2 ** -12
         assert torch.equal(torch.as_tensor(a["label"]), torch.as_tensor(b["label"]))
     crops = half[0]
+    if recipe == "whole_film":  # one film, padded to film_size
+        assert isinstance(crops, dict) and tuple(crops["image"].shape) == (1, 192, 192)
+        crops = [crops]
     assert crops and all(c["image"].dtype == torch.float32 and c["label"].dtype == torch.int64 for c in crops)
     # augmentation runs untracked: plain tensors reach the loader (no MetaTensor bookkeeping per crop)
     assert all(type(c[key]) is torch.Tensor for c in crops for key in ("image", "label"))

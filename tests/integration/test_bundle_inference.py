@@ -166,7 +166,7 @@ def test_ckpt_export_matches_the_eager_network(trained, tmp_path):
     x = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want, got = eager(x), scripted(x)
-    assert got.shape == want.shape == (1, 3, 64, 64)
+    assert got.shape == want.shape == (1, 4, 64, 64)  # 3 segmentation channels and the presence logit
     assert (got - want).abs().max().item() < 1e-5
     fresh = parser.get_parsed_content("network_def", lazy=False).eval()
     assert fresh is not eager
@@ -175,7 +175,7 @@ def test_ckpt_export_matches_the_eager_network(trained, tmp_path):
 
 
 # The export command of the model card (bundle/docs/README.md), word for word but for the paths:
-# batch, height and width stay dynamic (any multiple of 16, as for the eager UNet).
+# batch, height and width stay dynamic (any multiple of 32, as for the eager network).
 ONNX_CONVERTER_KWARGS = ('{"input_names": ["image"], "output_names": ["pred"], "dynamo": True, "external_data": False, '
                          '"dynamic_axes": {"image": {0: "batch", 2: "height", 3: "width"}, '
                          '"pred": {0: "batch", 2: "height", 3: "width"}}}')
@@ -220,7 +220,7 @@ def test_onnx_export_matches_the_eager_network(trained, tmp_path):
         with torch.no_grad():
             want, other = eager(x), fresh(x)
         got = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
-        assert got.shape == want.shape == (shape[0], 3, *shape[2:])
+        assert got.shape == want.shape == (shape[0], 4, *shape[2:])
         assert (got - want).abs().max().item() < 1e-4, shape
         assert (got - other).abs().max().item() > 1e-3  # the trained weights, not a fresh network's
 

@@ -29,7 +29,8 @@ def prepared_mini(tmp_path_factory) -> Path:
 def test_bench_train_smoke(prepared_mini):
     proc = subprocess.run([sys.executable, "scripts/bench_train.py", str(prepared_mini), "--iters", "2",
                            "--warmup", "1", "--films", "2", "--num-workers", "0", "--threads", "1",
-                           "--precision", "fp32", "bf16", "--rounds", "2", "--profile", "--set", *TINY],
+                           "--precision", "fp32", "bf16", "--rounds", "2", "--profile",
+                           "--config", "bundle/configs/unet.json", "bundle/configs/patches.json", "--set", *TINY],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -60,10 +61,11 @@ def test_gpu_recipe_trains_on_a_cpu_through_the_bench(prepared_mini, tmp_path):
     tiny = [*TINY, "cache_workers=1"]
     proc = subprocess.run([sys.executable, "scripts/bench_train.py", str(prepared_mini), "--iters", "2",
                            "--warmup", "1", "--films", "2", "--threads", "1", "--precision", "fp32",
-                           "--config", "bundle/configs/gpu_train.json", "--set", *tiny],
+                           "--config", "bundle/configs/unet.json", "bundle/configs/patches.json",
+                           "bundle/configs/gpu_train.json", "--set", *tiny],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "configs: train.json + bundle/configs/gpu_train.json" in proc.stdout
+    assert "bundle/configs/gpu_train.json" in proc.stdout.split("configs: train.json")[1].splitlines()[0]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["fp32"]["bundle"]["patches"] == 2 * 4 and result["fp32"]["bundle"]["cores_busy"]["loader_workers"] == 0
 

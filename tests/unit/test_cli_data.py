@@ -162,6 +162,19 @@ def test_variant_options_select_the_override_files():
     assert _variant_configs(args) == ["basic_unet", "sliding_window"]
     args = parser.parse_args(["train", "D", "--set", "num_workers=0", "--sliding-window"])
     assert _variant_configs(args) == ["sliding_window"] and args.set == ["num_workers=0"]
+    args = parser.parse_args(["train", "D", "--network", "unet", "--patches"])
+    assert _variant_configs(args) == ["unet", "patches"]
     from monaifrac.bundle import REPO_BUNDLE
 
-    assert all((REPO_BUNDLE / "configs" / f"{name}.json").is_file() for name in ("basic_unet", "sliding_window"))
+    assert all((REPO_BUNDLE / "configs" / f"{name}.json").is_file()
+               for name in ("basic_unet", "unet", "patches", "sliding_window"))
+
+
+def test_network_option_sets_the_backbone_of_the_default_network():
+    from monaifrac.cli import _network_overrides, build_parser
+
+    parser = build_parser()
+    assert _network_overrides(parser.parse_args(["infer", "f.jpg", "--output-dir", "o"])) == {}
+    args = parser.parse_args(["train", "D", "--network", "efficientnet-lite2"])
+    assert _network_overrides(args) == {"backbone": "efficientnet-lite2"}
+    assert _network_overrides(parser.parse_args(["evaluate", "D", "--network", "unet"])) == {}
