@@ -2,7 +2,7 @@
 
 Usage: python scripts/bench_infer.py FILMS_DIR [--n 20] [--model bundle/models/model.pt] [--threads N]
                                     [--single FILM ...] [--cli] [--onnx] [--onnx-model model.onnx]
-                                    [--profile [K]] [--rounds R]
+                                    [--baseline CONFIG MODEL] [--profile [K]] [--rounds R]
 
 Runs ``bundle/configs/inference.json`` in this process over the first N films of FILMS_DIR
 (JPG/PNG), and over the first film alone, for each configuration:
@@ -33,6 +33,10 @@ memory; beside them, the floor under any command that uses MONAI: ``python -c "i
 timed by the figures above) and the K (default 25) functions with the most own time, then where
 the end-to-end time goes: the network's forward (the calls of the network that an inferer makes)
 against the rest, per film.
+
+``--baseline CONFIG MODEL``: the model alone of another network beside the bundle's, on the same
+in-memory films, alternating film by film: ``inference.json`` + CONFIG (e.g. ``bundle/configs/unet.json``,
+the earlier UNet, with its own inferer and bf16 setting) and MODEL's weights. Prints both and the ratio.
 
 With ``--onnx`` (opt-in: it needs the ``onnx`` extra and spends 10-40 s exporting), the model is
 also exported with the model card's ``python -m monai.bundle onnx_export`` command (or taken
@@ -80,13 +84,14 @@ def film_size(path: str) -> tuple[int, int]:
         return ImageOps.exif_transpose(im).size
 
 
-def _films_and_network(files: list[str], model: str, **overrides):
-    """The films preprocessed as inference.json does (in memory), its inferer, and the network in eval mode."""
+def _films_and_network(files: list[str], model: str, extra_configs: tuple[str, ...] = (), **overrides):
+    """The films preprocessed as inference.json (+ ``extra_configs``) does (in memory), its inferer, and the
+    network in eval mode."""
     import torch
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(CONFIG)
+    parser.read_config([CONFIG, *extra_configs])
     parser["model_file"] = model
     for key, value in overrides.items():
         parser[key] = value
@@ -107,6 +112,32 @@ def model_only(files: list[str], model: str) -> float:
         for x in films:
             inferer(x, network)
     return (time.perf_counter() - start) / len(films)
+
+
+def model_only_against(files: list[str], model: str, baseline_config: str, baseline_model: str) -> dict:
+    """Seconds per film of the inferer alone for the bundle's network and for a baseline network
+    (``inference.json`` + ``baseline_config``, e.g. ``configs/unet.json``, with ``baseline_model``'s
+    weights), each with its own config's inferer and precision, side by side: films in memory,
+    alternating film by film which network goes first."""
+    import torch
+
+    films, inferer, network = _films_and_network(files, model)
+    base_films, base_inferer, base_network = _films_and_network(files, baseline_model, (baseline_config,))
+    runs = {"default": (films, inferer, network), "baseline": (base_films, base_inferer, base_network)}
+    times = dict.fromkeys(runs, 0.0)
+    with torch.no_grad():
+        for f, inf, net in runs.values():
+            inf(f[0], net)  # warm-up
+        for i in range(len(films)):
+            for name in (("default", "baseline") if i % 2 == 0 else ("baseline", "default")):
+                f, inf, net = runs[name]
+                start = time.perf_counter()
+                inf(f[i], net)
+                times[name] += time.perf_counter() - start
+    per = {name: t / len(films) for name, t in times.items()}
+    return {"default_per_film_s": per["default"], "baseline_per_film_s": per["baseline"],
+            "default_over_baseline": per["default"] / per["baseline"], "baseline_config": baseline_config,
+            "baseline_model": baseline_model}
 
 
 # The model card's export command (bundle/docs/README.md), less the paths: dynamic batch, height and width.
@@ -219,6 +250,9 @@ def main() -> int:
                         help="also time the model alone under ONNX Runtime, beside PyTorch (exports --model first)")
     parser.add_argument("--onnx-model", default=None,
                         help="an already exported .onnx to time (implies --onnx; default: export --model)")
+    parser.add_argument("--baseline", nargs=2, metavar=("CONFIG", "MODEL"), default=None,
+                        help="also time another network's model alone beside the bundle's, film by film: an override "
+                             "file of inference.json and its weights (e.g. bundle/configs/unet.json unet.pt)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the folder timings R times, alternating "
                                                               "order; figures pooled (default 1)")
     parser.add_argument("--profile", nargs="?", type=int, const=25, default=None, metavar="K",
@@ -234,9 +268,10 @@ def main() -> int:
         except ImportError:
             print('error: --onnx needs onnxruntime: pip install -e ".[onnx]"', file=sys.stderr)
             return 2
-    if not Path(args.model).is_file():
-        print(f"error: no model file at {args.model}", file=sys.stderr)
-        return 2
+    for model in [args.model] + ([args.baseline[1]] if args.baseline else []):
+        if not Path(model).is_file():
+            print(f"error: no model file at {model}", file=sys.stderr)
+            return 2
     films = sorted(str(p) for p in Path(args.films_dir).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
                    and not p.stem.endswith("_overlay"))[: args.n]
     if len(films) < 2:
@@ -352,8 +387,16 @@ def main() -> int:
         print(f"{'  PyTorch':<12} {onnx['torch_per_film_s']:>12.3f}")
         print(f"{'  ORT':<12} {onnx['ort_per_film_s']:>12.3f}   ORT / PyTorch {onnx['ort_over_torch']:.2f}, "
               f"max |ORT - PyTorch| {onnx['max_abs_diff']:.1e} on the logits")
+    against = None
+    if args.baseline:
+        against = model_only_against(films, args.model, *args.baseline)
+        print(f"model only, side by side with {args.baseline[0]} + {args.baseline[1]} (films alternate which goes "
+              f"first; each network with its own config's inferer and precision):")
+        print(f"{'  default':<12} {against['default_per_film_s']:>12.3f}")
+        print(f"{'  baseline':<12} {against['baseline_per_film_s']:>12.3f}   default / baseline "
+              f"{against['default_over_baseline']:.2f}")
     print(json.dumps({"films": len(films), "rounds": args.rounds, "model_only_per_film_s": alone,
-                      "ratio_per_round": per_round, **results,
+                      "ratio_per_round": per_round, **results, **({"baseline": against} if against else {}),
                       **({"single": singles} if singles else {}), **({"cli": cli} if cli else {}),
                       **({"onnx": onnx} if onnx else {})}))
     return 0
