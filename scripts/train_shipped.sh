@@ -12,7 +12,8 @@
 # with its presence output from the ImageNet weights, whole films, every fractured training film and as many
 # normal ones drawn anew each epoch, AdamW lr 1e-3 on an EPOCHS cosine (default 30). The shipped weights are
 # the end of the schedule: the "model" entry of RUN_DIR/train/models/checkpoint_final.pt, copied to
-# RUN_DIR/model.pt (the best epoch by the key metric, picked on the valid films, is models/model.pt beside it).
+# RUN_DIR/model.pt (the best epoch by the key metric, picked on the valid films, is train/models/model.pt), and
+# scripts/evaluate_model.sh gives its figures in RUN_DIR/valid/.
 # An interrupted training resumes exactly from its last checkpoint_epoch=N.pt when the script is run again; a
 # finished one (checkpoint_final.pt) is not run again. NORMALS= (empty) leaves the extra normals out; SET="id=value ..."
 # passes more overrides to every bundle run.
@@ -47,26 +48,6 @@ import sys, torch
 torch.save(torch.load(sys.argv[1], map_location="cpu", weights_only=True)["model"], sys.argv[2])
 PY
 
-VALID=$(python - "$RUN/prepared" "${SOURCES[@]}" <<'PY'
-import json, sys
-from pathlib import Path
-prepared, sources = Path(sys.argv[1]), [Path(s) for s in sys.argv[2:]]
-ids = {d["id"] for d in json.loads((prepared / "datalist.json").read_text())["validation"]}
-print(" ".join(str(p) for s in sources for p in sorted((s / "images").rglob("*.jpg")) if p.stem in ids))
-PY
-)
-echo "== label the valid films, fit the presence fusion on them"
-rm -rf "$RUN/valid-raw" "$RUN/valid"
-monaifrac infer $VALID --model "$RUN/model.pt" --output-dir "$RUN/valid-raw" --set "${SETS[@]}" 2>&1 | grep -E "error|Error" || true
-monaifrac calibrate "$RUN/valid-raw" --truth "$RUN/prepared" --out "$RUN" | tee "$RUN/calibration.txt"
-read -r -a CAL <<< "$(sed -n 's/^use: --set //p' "$RUN/calibration.txt")"
-
-echo "== evaluate the shipped weights on the valid films, label and score them with the calibration"
-monaifrac evaluate "$RUN/prepared" --bundle-root "$ROOT" --model "$RUN/model.pt" --set "${SETS[@]}" "${CAL[@]}"
-monaifrac infer $VALID --model "$RUN/model.pt" --output-dir "$RUN/valid" --set "${SETS[@]}" "${CAL[@]}" 2>&1 \
-    | grep -E "error|Error" || true
-monaifrac score "$RUN/valid" --truth "$RUN/prepared" --out "$RUN/valid-score"
-monaifrac report "$RUN/valid-score" --out "$RUN/valid-report.html"
-echo "weights: $RUN/model.pt   calibration: ${CAL[*]}"
-echo "figures: $ROOT/eval/metrics.json, $RUN/valid-score/metrics.json"
-echo "report:  $RUN/valid-report.html"
+bash scripts/evaluate_model.sh "$RUN/model.pt" "$RUN/prepared" "$RUN/valid" "${SOURCES[@]}"
+echo "weights: $RUN/model.pt"
+echo "report:  $RUN/valid/report.html"

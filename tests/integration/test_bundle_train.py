@@ -71,6 +71,26 @@ def test_best_model_and_full_state_checkpoint(trained):
     assert not list(trained.bundle_root.glob("**/*.tmp"))
 
 
+def test_whole_film_training_on_synthetic_films(trained):
+    """The default recipe trained whole films: each epoch visited every fractured training film and as many
+    normal ones, each batch was films padded to film_size, and the weights hold the pretrained encoder's
+    tensors and the presence output's."""
+    state = torch.load(trained.bundle_root / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=False)
+    training = trained.prepared.section("training")
+    fractured = sum(bool(d["fractured"]) for d in training)
+    normals = min(len(training) - fractured, fractured)
+    batch = int(SMALL[SMALL.index("--batch_size") + 1])
+    assert state["trainer"]["epoch_length"] == -(-(fractured + normals) // batch)
+    weights = state["model"]
+    assert any(k.startswith("encoder._blocks.") and k.endswith("_depthwise_conv.weight") for k in weights)
+    assert {k.split(".")[0] for k in weights} >= {"encoder", "decoder", "segmentation_head", "presence_head",
+                                                  "presence_out"}
+    side = SMALL[SMALL.index("--film_max_side") + 1]
+    assert f"> film_max_side: {side}" in trained.log or f"> film_max_side: '{side}'" in trained.log
+    # validation reported both presence figures: the mask's and the presence output's
+    assert "val_presence_auc" in trained.log and "val_presence_head_auc" in trained.log
+
+
 def test_tensorboard_scalars(trained):
     acc = event_accumulator(trained.bundle_root / "eval")
     scalars = set(acc.Tags()["scalars"])

@@ -24,10 +24,10 @@ def test_recipe_prepares_trains_calibrates_evaluates_scores_and_reports(tmp_path
     assert proc.returncode == 0, proc.stdout[-5000:]
     assert "== train: 1 epochs from the ImageNet weights" in proc.stdout
     assert (run / "train" / "models" / "checkpoint_final.pt").is_file() and (run / "model.pt").is_file()
-    calibration = json.loads((run / "calibration.json").read_text())
+    calibration = json.loads((run / "valid" / "calibration.json").read_text())
     assert len(calibration["presence_fusion"]) == 3
-    evaluated = json.loads((run / "train" / "eval" / "metrics.json").read_text())
-    scored = json.loads((run / "valid-score" / "metrics.json").read_text())
+    evaluated = json.loads((run / "valid" / "eval" / "metrics.json").read_text())
+    scored = json.loads((run / "valid" / "score" / "metrics.json").read_text())
     validation = json.loads((run / "prepared" / "datalist.json").read_text())["validation"]
     assert evaluated["films"] == scored["films"] == calibration["films"] == len(validation)
     # the bundle's evaluator and the scorer agree on the same weights and films
@@ -35,12 +35,12 @@ def test_recipe_prepares_trains_calibrates_evaluates_scores_and_reports(tmp_path
                                                                     abs=1e-5)
     # the calibrated fusion is what the labelled run's scores and its presence AUC come from
     assert scored["presence"]["roc_auc"]["value"] == pytest.approx(calibration["auc"]["fused"]["value"], abs=1e-6)
-    assert (run / "valid-report.html").stat().st_size > 0
-    assert "report:  " + str(run / "valid-report.html") in proc.stdout
+    assert (run / "valid" / "report.html").stat().st_size > 0
+    assert "report:  " + str(run / "valid" / "report.html") in proc.stdout
 
     # run again: training is finished and is not run again
     again = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            timeout=600)
     assert again.returncode == 0, again.stdout[-5000:]
     assert "== train: finished before" in again.stdout
-    assert "Epoch[1] Complete" not in again.stdout.split("== label the valid films")[0]
+    assert "Epoch[1] Complete" not in again.stdout.split("== label the")[0]
