@@ -31,6 +31,10 @@ def _cmd_synth(args) -> int:
     from monaifrac.data.synth import make_synthetic_fracatlas
 
     summary = make_synthetic_fracatlas(args.out_dir, n=args.n, seed=args.seed)
+    if args.dicom:
+        from monaifrac.dicom.films import write_dicom_copies
+
+        summary["dicom"] = write_dicom_copies(args.out_dir)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -79,7 +83,27 @@ def _cmd_infer(args) -> int:
     run_bundle(configs, bundle_root=args.bundle_root,
                **_bundle_overrides(args, input_files=inputs, output_dir=args.output_dir, model_file=args.model,
                                    model_files=args.models, tta=True if args.tta else None,
-                                   save_overlays=True if args.overlays else None, **_network_overrides(args)))
+                                   save_overlays=True if args.overlays else None,
+                                   save_dicom_seg=True if args.dicom_seg else None, **_network_overrides(args)))
+    return 0
+
+
+def _cmd_pacs_push(args) -> int:
+    from monaifrac.dicom.web import push
+
+    stored = push(args.folder, args.url, user=args.user, password=args.password, films=args.films,
+                  timeout=args.timeout, report=print)
+    print(f"stored {len(stored)} instance(s) in {args.url}")
+    return 0
+
+
+def _cmd_pacs_pull(args) -> int:
+    from monaifrac.dicom.web import pull
+
+    written = pull(args.url, args.out, study=args.study, modalities=tuple(args.modality), user=args.user,
+                   password=args.password, timeout=args.timeout, report=print)
+    where = f"study {args.study}" if args.study else "all studies"
+    print(f"pulled {len(written)} {'/'.join(args.modality)} instance(s) of {where} into {args.out}")
     return 0
 
 
@@ -210,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir")
     p.add_argument("--n", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dicom", action="store_true", help="also write the films as DX DICOM files in OUT_DIR/dicom/ "
+                                                        "(the first MONOCHROME1, the second with a pixel spacing)")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("preview", help="PNG overlays of prepared cases (previews/<id>.png)")
@@ -248,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "their class probabilities averaged")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (probabilities averaged over "
                                                       "the film and its left-right and up-down flips)")
+    p.add_argument("--dicom-seg", action="store_true", help="also write <stem>.seg.dcm for each DICOM film: a DICOM "
+                                                            "Segmentation (bone, fracture) of the film, for the PACS")
     _add_bundle_options(p)
     p.set_defaults(func=_cmd_infer)
 
@@ -302,7 +330,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="Fracture", help="nnU-Net dataset name (default Fracture)")
     p.set_defaults(func=_cmd_export_nnunet)
 
+    p = sub.add_parser("pacs-push", help="store the DICOM Segmentations of a folder (*.seg.dcm) in a PACS by "
+                                         "DICOMweb STOW-RS")
+    p.add_argument("folder", help="an inference output folder written with --dicom-seg")
+    p.add_argument("--films", action="store_true", help="also store the folder's other DICOM files (films)")
+    _add_pacs_options(p)
+    p.set_defaults(func=_cmd_pacs_push)
+
+    p = sub.add_parser("pacs-pull", help="retrieve the DX films of a PACS (all studies, or one) by DICOMweb into a "
+                                         "folder, as <SOPInstanceUID>.dcm")
+    p.add_argument("--out", required=True, help="folder for the films (created; files of the same instance replaced)")
+    p.add_argument("--study", help="Study Instance UID (default: every study)")
+    p.add_argument("--modality", nargs="+", default=["DX"], help="series modalities to retrieve (default DX)")
+    _add_pacs_options(p)
+    p.set_defaults(func=_cmd_pacs_pull)
+
     return parser
+
+
+def _add_pacs_options(p: argparse.ArgumentParser) -> None:
+    from monaifrac.dicom.web import DEFAULT_TIMEOUT
+
+    p.add_argument("--url", required=True, help="the DICOMweb root, e.g. http://127.0.0.1:8042/dicom-web")
+    p.add_argument("--user", help="PACS user (default: $MONAIFRAC_PACS_USER)")
+    p.add_argument("--password", help="PACS password (default: $MONAIFRAC_PACS_PASSWORD, the better place: a "
+                                      "command line is visible to other users)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help=f"seconds to wait for the PACS, per request (default {DEFAULT_TIMEOUT:g})")
 
 
 def _root_cause(err: BaseException) -> BaseException:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from monaifrac.io import DICOM_SUFFIXES, NIFTI_SUFFIXES, RASTER_SUFFIXES, InputError, read_radiograph, suffix_of, \
-    write_text
+from monaifrac.io import DICOM_SUFFIXES, NIFTI_SUFFIXES, RASTER_SUFFIXES, InputError, is_dicom_file, read_radiograph, \
+    suffix_of, write_text
 
 logger = logging.getLogger(__name__)
 FILM_SUFFIXES = RASTER_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES
@@ -38,13 +39,27 @@ def _check(path: Path) -> None:
         raise InputError(path, f"{int((~np.isfinite(array)).sum())} non-finite pixel(s) (NaN or inf)")
 
 
+def _is_film(path: Path) -> bool:
+    """A film suffix, or a DICOM file whatever its name (the ``DICM`` marker at byte 128)."""
+    return suffix_of(path) in FILM_SUFFIXES or is_dicom_file(path)
+
+
+def _output_stem(path: Path) -> str:
+    """The name the bundle's writers give this film's outputs, by MONAI's rule (``create_file_basename``):
+    the last suffix dropped, two where it is ``.gz``. So ``1.2.3.4`` and ``1.2.3.5`` (DICOM files named
+    by their UID) both become ``1.2.3``."""
+    stem, ext = os.path.splitext(path.name)
+    return os.path.splitext(stem)[0] if ext == ".gz" else stem
+
+
 def collect_films(inputs: str | Path | Sequence[str | Path], output_dir: str | Path,
                   write_report: bool = True) -> list[dict]:
     """Readable films among ``inputs`` as MONAI data dicts ``{"image": path}``.
 
     Args:
-        inputs: a folder (its files with a film suffix: JPG/PNG/BMP/TIFF, DICOM, NIfTI,
-            not recursive), one file, or a list of files.
+        inputs: a folder (its files with a film suffix: JPG/PNG/BMP/TIFF, DICOM, NIfTI, and DICOM
+            files of any name, told by the ``DICM`` marker at byte 128; not recursive), one file,
+            or a list of files.
         output_dir: where ``inference_report.json`` is written, listing the films taken and
             each rejected file with its problem.
         write_report: False on all but one process of a sharded run (every process collects
@@ -57,17 +72,23 @@ def collect_films(inputs: str | Path | Sequence[str | Path], output_dir: str | P
     for item in ([inputs] if isinstance(inputs, (str, Path)) else list(inputs)):
         p = Path(item)
         if p.is_dir():
-            paths += sorted(f for f in p.iterdir() if f.is_file() and suffix_of(f) in FILM_SUFFIXES)
+            paths += sorted(f for f in p.iterdir() if f.is_file() and _is_film(f))
         elif p.exists():
             paths.append(p)
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
-    films, rejected = [], []
+    films, rejected, stems = [], [], {}
     for path in paths:
         try:
-            if suffix_of(path) not in FILM_SUFFIXES:
+            if not _is_film(path):
                 raise InputError(path, f"unsupported file type {suffix_of(path)!r}")
+            # two films whose outputs share a name would silently overwrite each other's label map
+            stem = _output_stem(path)
+            if stem in stems:
+                raise InputError(path, f"its outputs ({stem}.png ...) would overwrite those of {stems[stem]}; "
+                                       "rename one of the two files")
             _check(path)
+            stems[stem] = path
         except InputError as err:
             logger.error("skipping %s", err)
             rejected.append({"file": str(path), "problem": err.problem})

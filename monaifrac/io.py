@@ -73,6 +73,23 @@ def suffix_of(path: os.PathLike | str) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
+DICOM_MAGIC_OFFSET = 128  # a DICOM file (PS3.10) has a 128-byte preamble, then b"DICM"
+
+
+def is_dicom_file(path: os.PathLike | str) -> bool:
+    """True when ``path`` is a DICOM file by its name (``.dcm``, ``.dicom``) or, whatever its name, by
+    the ``DICM`` marker at byte 128: PACS exports and DICOM receivers often store files without an
+    extension, or named by their SOP Instance UID (whose last ``.`` part is no extension)."""
+    if suffix_of(path) in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(DICOM_MAGIC_OFFSET + 4)
+    except OSError:  # a folder, a missing or unreadable file: not a DICOM film; the caller says why
+        return False
+    return head[DICOM_MAGIC_OFFSET:] == b"DICM"
+
+
 # PIL's switch for decoding truncated files is a module global; the lock keeps a reader
 # in another thread from seeing it flipped.
 _TRUNCATED_LOCK = threading.Lock()
@@ -167,15 +184,22 @@ def read_raster(path: os.PathLike | str) -> tuple[np.ndarray, ReadInfo]:
 def read_dicom(path: os.PathLike | str) -> tuple[np.ndarray, ReadInfo]:
     """Read a 2D DICOM radiograph with ITK as (H, W), MONOCHROME1 inverted so bone is bright.
 
-    ITK returns a 2D DICOM as a volume with one slice; that slice is taken.
+    The file is checked with pydicom first (:func:`monaifrac.dicom.read.check_dicom_film`): no
+    pixel data, multi-frame, colour, a header whose Rows x Columns do not match the pixel data,
+    or compressed pixels that do not decode each raise InputError before ITK sees the file. ITK
+    returns a 2D DICOM as a volume with one slice; that slice is taken. No rotation is applied:
+    a DICOM film's rows and columns are its displayed rows and columns.
     """
     import itk
+
+    from monaifrac.dicom.read import check_dicom_film
 
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found")
     if path.stat().st_size == 0:
         raise InputError(path, "file is empty (0 bytes)")
+    check_dicom_film(path)
     try:
         image = itk.imread(str(path))
     except Exception as err:  # ITK raises RuntimeError with a C++ trace; keep the gist
@@ -184,8 +208,6 @@ def read_dicom(path: os.PathLike | str) -> tuple[np.ndarray, ReadInfo]:
     array = np.asarray(itk.array_view_from_image(image)).copy()
     if array.ndim == 3 and array.shape[0] == 1:
         array = array[0]
-    if array.ndim == 3 and array.shape[-1] in (3, 4):  # RGB secondary capture
-        array = array[..., :3].mean(axis=-1)
     if array.ndim != 2:
         raise InputError(path, f"not a 2D radiograph (pixel array of shape {array.shape})")
     info = ReadInfo(source_mode="DICOM")
@@ -202,9 +224,10 @@ def read_radiograph(path: os.PathLike | str) -> tuple[np.ndarray, ReadInfo]:
     suffix = suffix_of(path)
     if suffix in RASTER_SUFFIXES:
         return read_raster(path)
-    if suffix in DICOM_SUFFIXES:
+    if is_dicom_file(path):
         return read_dicom(path)
-    raise InputError(path, f"unsupported file type {suffix!r} (expected one of {RASTER_SUFFIXES + DICOM_SUFFIXES})")
+    raise InputError(path, f"unsupported file type {suffix!r} (expected one of {RASTER_SUFFIXES + DICOM_SUFFIXES}, "
+                           "or a DICOM file with any name)")
 
 
 try:  # the reader class needs MONAI; the data stage alone does not
@@ -224,8 +247,9 @@ class RadiographReader(ImageReader):
     """MONAI image reader for X-ray films: EXIF applied, one grey channel, x-first (W, H).
 
     Use it in ``LoadImaged(reader="monaifrac.io.RadiographReader")``. It reads JPG/PNG/BMP/TIFF
-    and DICOM itself; NIfTI files (what ``monaifrac prepare`` writes, already in the MONAI frame)
-    it hands to MONAI's ``NibabelReader``, so that ``LoadImage`` never has to fail over to it
+    and DICOM (by suffix, or by the ``DICM`` marker for a file without one) itself; NIfTI files
+    (what ``monaifrac prepare`` writes, already in the MONAI frame) it hands to MONAI's
+    ``NibabelReader``, so that ``LoadImage`` never has to fail over to it
     (which it would do with an exception and a log line per file). The array it returns for a
     JPG equals the image that ``monaifrac prepare`` writes for that JPG.
     """
@@ -234,7 +258,7 @@ class RadiographReader(ImageReader):
 
     def verify_suffix(self, filename) -> bool:
         names = filename if isinstance(filename, (list, tuple)) else [filename]
-        return all(suffix_of(n) in self.suffixes for n in names)
+        return all(suffix_of(n) in self.suffixes or is_dicom_file(n) for n in names)
 
     def read(self, data, **kwargs):
         names = data if isinstance(data, (list, tuple)) else [data]

@@ -3,6 +3,9 @@
 :mod:`monaifrac.dicom.films` writes a film as a DICOM Digital X-Ray object (DX, For
 Presentation) with pydicom; :mod:`monaifrac.dicom.orthanc` starts a private Orthanc PACS
 (DICOMweb only, on loopback, with a password) for tests and for ``scripts/pacs-serve``.
-Reading a DICOM film stays in :func:`monaifrac.io.read_dicom`, the one reader every stage uses.
-DICOM SEG (the label maps going back to the PACS, with highdicom) will live here too.
+Reading a DICOM film stays in :func:`monaifrac.io.read_dicom`, the one reader every stage uses,
+after :mod:`monaifrac.dicom.read` has checked the file with pydicom. :mod:`monaifrac.dicom.seg`
+writes a film's label map as a DICOM Segmentation (highdicom; ``monaifrac infer --dicom-seg``),
+and :mod:`monaifrac.dicom.web` moves films and SEGs to and from a PACS by DICOMweb
+(``monaifrac pacs-pull`` / ``pacs-push``).
 """

@@ -4,7 +4,8 @@
 into one DICOM file that a PACS accepts and a viewer shows the right way round: SOP class
 *Digital X-Ray Image Storage - For Presentation* (1.2.840.10008.5.1.4.1.1.1.1), explicit VR
 little endian, uncompressed, one frame, one sample per pixel. Tests use it to make films for
-the PACS; it is also the way an array leaves monaifrac as a DICOM film.
+the PACS; it is also the way an array leaves monaifrac as a DICOM film. :func:`write_dicom_copies`
+writes every film of a FracAtlas-layout folder that way (``monaifrac synth OUT --dicom``).
 
 The modules of the DX IOD (PS3.3 A.26) are filled far enough that dicom3tools' ``dciodvfy``
 finds no error in a film written with a pixel spacing and a patient orientation
@@ -239,3 +240,66 @@ def write_dx(
     with atomic_path(path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
     return ds
+
+
+SYNTH_PIXEL_SPACING = (0.143, 0.143)  # mm, (row, column): a plausible detector pitch, stated as such
+SYNTH_WHEN = datetime.datetime(2000, 1, 1, 12, 0, 0)  # fixed, so that the copies are byte-for-byte reproducible
+
+
+def write_dicom_copies(fracatlas_dir: os.PathLike | str, out_dir: os.PathLike | str | None = None) -> dict:
+    """Write every film of a FracAtlas-layout folder again as a DX For Presentation file.
+
+    For tests and users who need DICOM films (``monaifrac synth OUT --dicom``): the folder's films
+    (its JPGs, as :func:`monaifrac.io.read_raster` shows them: EXIF applied, one grey channel)
+    become ``<out_dir>/<film id>.dcm``, 12 bits stored (grey level ``v`` → ``round(v * 4095 / 255)``),
+    one study and series per film, body part from ``dataset.csv``. Sorted by id, the first film is
+    written MONOCHROME1 (stored inverted: a reader must invert it back) and the second with a
+    Pixel Spacing of :data:`SYNTH_PIXEL_SPACING`; the others are MONOCHROME2 without spacing.
+    UIDs and dates are derived from the film, so a rerun writes the same files; ``.dcm`` files
+    of films no longer in the folder are removed.
+
+    Args:
+        fracatlas_dir: a FracAtlas-layout folder (``monaifrac synth`` writes one).
+        out_dir: where the DICOM files go; default ``<fracatlas_dir>/dicom``.
+
+    Returns:
+        ``{"dicom_dir", "films", "monochrome1", "pixel_spacing"}``: the folder, the number of
+        files, and the ids written MONOCHROME1 and with a pixel spacing.
+
+    Raises:
+        DataError: the folder is not in the FracAtlas layout. InputError: a film cannot be read.
+    """
+    import hashlib
+
+    from pydicom.uid import generate_uid
+
+    from monaifrac.data.fracatlas import read_fracatlas
+    from monaifrac.io import read_raster
+
+    fracatlas_dir = Path(fracatlas_dir)
+    out = Path(out_dir) if out_dir is not None else fracatlas_dir / "dicom"
+    cases, _problems = read_fracatlas(fracatlas_dir)
+    written, mono1, spaced = set(), [], []
+    for index, case in enumerate(cases):
+        grey, _info = read_raster(case.image)
+        pixels = np.round(grey.astype(np.float64) * (4095 / 255)).astype(np.uint16)
+        digest = hashlib.sha256(pixels.tobytes()).hexdigest()
+
+        def uid(kind: str) -> str:
+            return generate_uid(entropy_srcs=["monaifrac synthetic DX", kind, case.id, digest])
+
+        photometric = "MONOCHROME1" if index == 0 else "MONOCHROME2"
+        spacing = SYNTH_PIXEL_SPACING if index == 1 else None
+        path = out / f"{case.id}.dcm"
+        write_dx(path, pixels, photometric=photometric, pixel_spacing=spacing, bits_stored=12,
+                 patient_id=f"SYNTH-{case.id}", study_uid=uid("study"), series_uid=uid("series"), sop_uid=uid("sop"),
+                 body_part=case.body_part if case.body_part in BODY_PARTS else None, when=SYNTH_WHEN)
+        written.add(path)
+        if photometric == "MONOCHROME1":
+            mono1.append(case.id)
+        if spacing is not None:
+            spaced.append(case.id)
+    for stale in out.glob("*.dcm"):  # a rerun with fewer films leaves none of the earlier ones
+        if stale not in written:
+            stale.unlink()
+    return {"dicom_dir": str(out), "films": len(written), "monochrome1": mono1, "pixel_spacing": spaced}

@@ -35,6 +35,7 @@ from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.tasks.train.bundle import BundleTrainTask
 from monailabel.utils.others.generic import get_bundle_models, remove_file, strtobool
 from monaifrac.serving.requests import RequestError, check_film, is_upload, resolve_study
+from monaifrac.dicom.seg import SaveDicomSegd
 from monaifrac.transforms import SaveOverlayd
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class FractureInferTask(BundleInferTask):
     """The bundle's ``inference.json`` without its file writers; the score travels in the result."""
 
     def __init__(self, path: str, conf: Dict[str, str]):
-        super().__init__(path, conf, post_filter=[SaveImaged, SaveOverlayd])
+        super().__init__(path, conf, post_filter=[SaveImaged, SaveOverlayd, SaveDicomSegd])
 
     def writer(self, data, extension=None, dtype=None):
         # MONAI Label writes the label in the input's format: a JPG film would get a lossy JPG label
