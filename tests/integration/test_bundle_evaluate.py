@@ -68,8 +68,12 @@ def test_evaluates_the_best_checkpoint(evaluated, trained):
     metrics = json.loads((bundle_root / "eval" / "metrics.json").read_text())["metrics"]
     acc = EventAccumulator(str(trained.bundle_root / "eval"), size_guidance={"scalars": 0})
     acc.Reload()
-    best = max(e.value for e in acc.Scalars("val_fracture_dice"))
-    assert metrics["val_fracture_dice"] == pytest.approx(best, rel=1e-5, abs=1e-7)
+    values = [e.value for e in acc.Scalars("val_fracture_dice")]
+    best = max(values)
+    # validation during training reads its films from a float16 cache (cache_dtype), evaluation reads them
+    # as inference does, in float32: with a float32 network a value rounded by 2**-12 can move a pixel
+    # across the argmax, so the two agree to 1e-3, not to the digit (they agreed to the digit under bf16)
+    assert metrics["val_fracture_dice"] == pytest.approx(best, abs=1e-3)
 
 
 def test_per_film_csvs_agree_with_the_aggregates(evaluated):
