@@ -81,9 +81,14 @@ def test_network_def_is_the_same_for_training_and_inference():
     # the basic_unet variant replaces network_def in both the same way
     assert parser_of(TRAIN_JSON, BASIC_UNET_JSON).get("network_def") == \
         parser_of(INFERENCE_JSON, BASIC_UNET_JSON).get("network_def") != train.get("network_def")
-    for key in ("film_inferer", "film_long_side", "film_max_side", "backbone", "memory_format", "presence_fusion",
-                "presence_threshold", "presence_gate"):
+    for key in ("film_inferer", "film_long_side", "film_max_side", "backbone", "memory_format", "presence_gate"):
         assert train.get(key) == infer.get(key), key
+    # the presence fusion and threshold fitted for the shipped weights (monaifrac calibrate): the same in
+    # evaluation and inference; training's own validation reports the uncalibrated scores
+    evaluate = parser_of(TRAIN_JSON, EVALUATE_JSON)
+    for key in ("presence_fusion", "presence_threshold"):
+        assert evaluate.get(key) == infer.get(key), key
+    assert train.get("presence_fusion") is None and len(infer.get("presence_fusion")) == 3
     # training builds the network from the ImageNet weights; inference loads model.pt into it and needs none
     assert train.get("pretrained") is True and infer.get("pretrained") is False
     # inference wraps validation's inferer (the whole film, under bf16 autocast where the CPU has bf16 units) in
