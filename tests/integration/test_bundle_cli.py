@@ -21,7 +21,7 @@ from tests.integration.conftest import BASIC_UNET_JSON, REPO, TRAIN_JSON, check_
 
 pytestmark = pytest.mark.slow
 
-SET = ["--set", "patch_size=[64,64]", "num_workers=0"]
+SET = ["--set", "patch_size=[64,64]", "num_workers=0", "film_max_side=192", "film_long_side=192"]
 
 
 def network_keys(*configs: str) -> set[str]:

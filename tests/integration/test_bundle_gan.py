@@ -15,7 +15,8 @@ from tests.integration.conftest import INFERENCE_JSON, TRAIN_JSON, bundle_cmd, c
 pytestmark = pytest.mark.slow
 
 GAN_JSON = "bundle/configs/train_gan.json"
-SMALL = ["--patch_size", "[64,64]", "--num_workers", "0", "--batch_size", "2", "--num_samples", "2"]
+SMALL = ["--patch_size", "[64,64]", "--num_workers", "0", "--batch_size", "2", "--num_samples", "2",
+         "--film_max_side", "192", "--film_long_side", "192"]
 CURVES = ("train_loss", "train_seg_loss", "train_adv_loss", "train_d_loss", "train_d_real", "train_d_fake")
 
 
@@ -25,7 +26,7 @@ def gan_runs(prepared, tmp_path_factory):
     resumed from the first one's final state."""
     root = tmp_path_factory.mktemp("gan")
     first = check_rc(run_cmd([sys.executable, "-m", "monaifrac", "train", str(prepared.dataset_dir), "--mode", "gan",
-                              "--epochs", "1", "--bundle-root", str(root), "--set", "patch_size=[64,64]",
+                              "--epochs", "1", "--bundle-root", str(root), "--set", "patch_size=[64,64]", "film_max_side=192", "film_long_side=192",
                               "num_workers=0", "batch_size=2", "num_samples=2"], timeout=600))
     state1 = torch.load(root / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=True)
     (root / "models" / "checkpoint_final.pt").rename(root / "models" / "after_epoch_1.pt")

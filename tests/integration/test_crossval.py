@@ -12,7 +12,8 @@ from tests.integration.conftest import check_rc, run_cmd
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["patch_size=[64,64]", "num_workers=0", "batch_size=2", "num_samples=2"]
+SMALL = ["patch_size=[64,64]", "num_workers=0", "batch_size=2", "num_samples=2", "film_max_side=192",
+         "film_long_side=192"]
 
 
 def cv_cmd(*args):

@@ -31,7 +31,8 @@ pytestmark = pytest.mark.slow
 GAN_CONFIG = f"['{TRAIN_JSON}','bundle/configs/train_gan.json']"
 EPOCHS = 3
 TINY = ["--max_epochs", str(EPOCHS), "--patch_size", "[32,32]", "--num_workers", "0", "--batch_size", "2",
-        "--num_samples", "2", "--max_items", "8", "--val_max_items", "2", "--log_every", "1"]
+        "--num_samples", "2", "--max_items", "8", "--val_max_items", "2", "--log_every", "1", "--film_max_side", "192",
+        "--film_long_side", "192"]
 KILL_AT = "Epoch: 2/3, Iter: 1/"  # the StatsHandler line of epoch 2's first iteration
 ENV = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 TIMEOUT = 400
