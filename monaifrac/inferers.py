@@ -156,13 +156,15 @@ class AveragingInferer(Inferer):
 
     ``__call__(inputs, network)``: inputs (B, C, W, H) → (B, K, W, H). With no member and
     no flip it returns the wrapped inferer's logits unchanged. Otherwise it returns the
-    logarithm of the mean softmax probability, which downstream softmax and argmax read
-    exactly as they read logits (``softmax(log p) = p``).
+    logarithm of the mean softmax probability over the first ``num_classes`` channels, which
+    downstream softmax and argmax read exactly as they read logits (``softmax(log p) = p``),
+    followed by the mean of any further channels (the presence logit).
     """
 
-    def __init__(self, inferer: Inferer, members=(), flip_axes=()):
+    def __init__(self, inferer: Inferer, members=(), flip_axes=(), num_classes: int = 3):
         super().__init__()
         self.inferer = inferer
+        self.num_classes = num_classes
         self.members = list(members)
         self.flip_axes = [list(a) for a in flip_axes]
         for axes in self.flip_axes:
@@ -172,15 +174,20 @@ class AveragingInferer(Inferer):
     def __call__(self, inputs: torch.Tensor, network, *args, **kwargs):
         if not self.members and not self.flip_axes:
             return self.inferer(inputs, network, *args, **kwargs)
-        total, passes = None, 0
+        total, extra, passes = None, None, 0
         for net in [network, *self.members]:
             for axes in [None, *self.flip_axes]:
                 x = inputs if axes is None else torch.flip(inputs, axes)
-                prob = torch.softmax(self.inferer(x, net, *args, **kwargs).float(), dim=1)
-                prob = prob if axes is None else torch.flip(prob, axes)
+                out = self.inferer(x, net, *args, **kwargs).float()
+                out = out if axes is None else torch.flip(out, axes)
+                # the segmentation channels average as probabilities; channels after them (a presence
+                # network's logit, the same at every pixel) average as they are
+                prob = torch.softmax(out[:, : self.num_classes], dim=1)
+                rest = out[:, self.num_classes:]
                 total = prob if total is None else total + prob
+                extra = rest if extra is None else extra + rest
                 passes += 1
-        return torch.log((total / passes).clamp_min(1e-12))
+        return torch.cat([torch.log((total / passes).clamp_min(1e-12)), extra / passes], dim=1)
 
 
 def load_members(network_def: torch.nn.Module, model_files, device=None) -> list[torch.nn.Module]:

@@ -19,7 +19,8 @@ class FracturedAndNormalsSampler(Sampler[int]):
     still cover every normal film, which the presence output needs.
 
     Args:
-        data: the datalist (items with a boolean ``fractured``).
+        data: the datalist (items with a boolean ``fractured``; where an item has none, every film
+            is visited each epoch).
         normals_per_fractured: normal films drawn per fractured film each epoch (at most all).
         generator: a ``torch.Generator``; None draws from torch's global generator each epoch,
             as ``RandomSampler`` does, so ``set_determinism`` and exact resume govern it.
@@ -31,10 +32,15 @@ class FracturedAndNormalsSampler(Sampler[int]):
                  generator: torch.Generator | None = None):
         if normals_per_fractured < 0:
             raise ValueError(f"normals_per_fractured must be >= 0, got {normals_per_fractured}")
-        self.fractured = [i for i, d in enumerate(data) if bool(d.get("fractured"))]
-        self.normals = [i for i, d in enumerate(data) if not bool(d.get("fractured"))]
-        self.n_normals = min(len(self.normals), int(round(normals_per_fractured * len(self.fractured))))
         self.generator = generator
+        if any("fractured" not in d for d in data):
+            # a datalist that does not say which films are fractured (MONAI Label's datastore, a user's
+            # own): every film every epoch, shuffled, as DataLoader(shuffle=True) would
+            self.fractured, self.normals, self.n_normals = list(range(len(data))), [], 0
+            return
+        self.fractured = [i for i, d in enumerate(data) if bool(d["fractured"])]
+        self.normals = [i for i, d in enumerate(data) if not bool(d["fractured"])]
+        self.n_normals = min(len(self.normals), int(round(normals_per_fractured * len(self.fractured))))
 
     def __len__(self) -> int:
         return len(self.fractured) + self.n_normals

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import os
 import re
 import shutil
@@ -174,6 +175,7 @@ def test_segs_read_back_over_dicomweb_are_the_label_maps(pacs, round_trip):
     films, out = round_trip["films"], round_trip["out"]
     with open(out / "predictions.csv", newline="") as f:
         scores = {Path(row["film"]).name: float(row["fracture_score"]) for row in csv.DictReader(f)}
+    threshold = float(json.loads((REPO / "bundle" / "configs" / "inference.json").read_text())["presence_threshold"])
     web = client(pacs)
     for film_path in sorted(p for p in films.iterdir() if p.name != "photo.jpg"):
         film = pydicom.dcmread(film_path, stop_before_pixels=True)
@@ -195,12 +197,13 @@ def test_segs_read_back_over_dicomweb_are_the_label_maps(pacs, round_trip):
         np.testing.assert_array_equal(decoded, label)
         assert set(np.unique(label)) <= {0, 1, 2} and (label == 1).any()  # the trained bundle finds bone
         # the presence call of predictions.csv, in the series description
-        match = re.fullmatch(r"monaifrac fracture (\d\.\d\d) \((fractured|not fractured); threshold 0\.50\)",
+        match = re.fullmatch(r"monaifrac fracture (\d\.\d\d) \((fractured|not fractured); threshold (\d\.\d\d)\)",
                              seg.SeriesDescription)
         assert match, seg.SeriesDescription
         score = scores[film_path.name]
         assert abs(float(match[1]) - score) <= 0.005 + 1e-6
-        assert match[2] == ("fractured" if score >= 0.5 else "not fractured")
+        assert float(match[3]) == pytest.approx(round(threshold, 2))
+        assert match[2] == ("fractured" if score >= threshold else "not fractured")
 
 
 def test_a_refused_password_ends_push_and_pull_with_one_line_and_changes_nothing(pacs, round_trip, tmp_path):

@@ -122,3 +122,33 @@ def test_sampler_takes_every_fractured_film_and_a_fresh_draw_of_normals():
     assert len(FracturedAndNormalsSampler(data, normals_per_fractured=100)) == 45  # at most all normals
     with pytest.raises(ValueError):
         FracturedAndNormalsSampler(data, normals_per_fractured=-1)
+
+
+def test_sampler_visits_every_film_of_a_datalist_that_does_not_say_which_are_fractured():
+    data = [{"image": f"{i}.png", "label": f"{i}_label.png"} for i in range(7)]  # MONAI Label's datastore items
+    sampler = FracturedAndNormalsSampler(data)
+    torch.manual_seed(0)
+    assert len(sampler) == 7 and sorted(sampler) == list(range(7))
+
+
+def test_averaging_inferer_averages_the_presence_channel_as_a_logit():
+    from monai.inferers import SimpleInferer
+
+    from monaifrac.inferers import AveragingInferer
+
+    class WithPresence(torch.nn.Module):
+        def forward(self, x):
+            seg = torch.cat([x, 2 * x, torch.flip(x, [2])], dim=1)
+            logit = x.mean(dim=(1, 2, 3)).view(-1, 1, 1, 1).expand(-1, 1, *x.shape[2:]) + 1.0
+            return torch.cat([seg, logit], dim=1)
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 6, 5)
+    net = WithPresence()
+    out = AveragingInferer(SimpleInferer(), flip_axes=[[2], [3]])(x, net)
+    assert out.shape == (2, 4, 6, 5)
+    plain = net(x)
+    torch.testing.assert_close(out[:, 3], plain[:, 3])  # flips do not change a per-image logit
+    probs = [torch.softmax(torch.flip(net(torch.flip(x, a)), a)[:, :3], 1) if a else torch.softmax(plain[:, :3], 1)
+             for a in (None, [2], [3])]
+    torch.testing.assert_close(torch.softmax(out[:, :3], 1), sum(probs) / 3)
