@@ -84,7 +84,8 @@ def _cmd_infer(args) -> int:
                **_bundle_overrides(args, input_files=inputs, output_dir=args.output_dir, model_file=args.model,
                                    model_files=args.models, tta=True if args.tta else None,
                                    save_overlays=True if args.overlays else None,
-                                   save_dicom_seg=True if args.dicom_seg else None, **_network_overrides(args)))
+                                   save_dicom_seg=True if args.dicom_seg else None, engine=args.engine,
+                                   **_network_overrides(args)))
     return 0
 
 
@@ -276,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "the film and its left-right and up-down flips)")
     p.add_argument("--dicom-seg", action="store_true", help="also write <stem>.seg.dcm for each DICOM film: a DICOM "
                                                             "Segmentation (bone, fracture) of the film, for the PACS")
+    p.add_argument("--engine", choices=("torch", "onnxruntime"),
+                   help="what runs the network: onnxruntime (the default on a CPU: faster; the ONNX file is exported "
+                        "once per weights and cached beside them) or torch (the default on a GPU and under bf16)")
     _add_bundle_options(p)
     p.set_defaults(func=_cmd_infer)
 

@@ -1,7 +1,7 @@
 """Inference cost of the bundle's switches, measured side by side in one run.
 
 Usage: python scripts/bench_infer.py FILMS_DIR [--n 20] [--model bundle/models/model.pt] [--threads N]
-                                    [--single FILM ...] [--cli] [--onnx] [--onnx-model model.onnx]
+                                    [--single FILM ...] [--cli] [--engine E] [--engines E ...]
                                     [--baseline CONFIG MODEL] [--profile [K]] [--rounds R]
 
 Runs ``bundle/configs/inference.json`` in this process over the first N films of FILMS_DIR
@@ -38,13 +38,11 @@ against the rest, per film.
 in-memory films, alternating film by film: ``inference.json`` + CONFIG (e.g. ``bundle/configs/unet.json``,
 the earlier UNet, with its own inferer and bf16 setting) and MODEL's weights. Prints both and the ratio.
 
-With ``--onnx`` (opt-in: it needs the ``onnx`` extra and spends 10-40 s exporting), the model is
-also exported with the model card's ``python -m monai.bundle onnx_export`` command (or taken
-from ``--onnx-model``) and run by ONNX Runtime through the same inferer
-(``inference.json``'s ``inferer``) over the same in-memory films, alternating film by film with
-PyTorch so both see the same machine load. Prints both per-film times, the ratio ONNX
-Runtime / PyTorch, the session settings (intra-op threads = torch threads) and the largest
-difference between the two outputs.
+``--engine torch|onnxruntime``: the engine of every configuration above (default: ``inference.json``'s,
+ONNX Runtime on a CPU). ``--engines torch onnxruntime``: the engines side by side, the model alone on
+each (same films in memory, same inferer, films rotating which engine goes first, the ONNX file
+exported before the timing) and ``default`` end to end with each; prints per-film times, the ratio to
+the first engine and the largest logit difference.
 """
 
 from __future__ import annotations
@@ -60,6 +58,7 @@ from pathlib import Path
 
 from _machine import cpu_model  # scripts/ is on sys.path when a script runs
 from monaifrac.bundle import REPO_BUNDLE
+from monaifrac.networks.onnx import ENGINES
 
 CONFIG = str(REPO_BUNDLE / "configs" / "inference.json")
 
@@ -101,11 +100,11 @@ def _films_and_network(files: list[str], model: str, extra_configs: tuple[str, .
     return [preprocessing({"image": f})["image"][None] for f in files], inferer, network
 
 
-def model_only(files: list[str], model: str) -> float:
+def model_only(files: list[str], model: str, **overrides) -> float:
     """Seconds per film of the inferer alone, over films already in memory."""
     import torch
 
-    films, inferer, network = _films_and_network(files, model)
+    films, inferer, network = _films_and_network(files, model, **overrides)
     with torch.no_grad():
         inferer(films[0], network)  # warm-up
         start = time.perf_counter()
@@ -140,70 +139,45 @@ def model_only_against(files: list[str], model: str, baseline_config: str, basel
             "baseline_model": baseline_model}
 
 
-# The model card's export command (bundle/docs/README.md), less the paths: dynamic batch, height and width.
-ONNX_CONVERTER_KWARGS = ('{"input_names": ["image"], "output_names": ["pred"], "dynamo": True, "external_data": False, '
-                         '"dynamic_axes": {"image": {0: "batch", 2: "height", 3: "width"}, '
-                         '"pred": {0: "batch", 2: "height", 3: "width"}}}')
+def model_only_engines(files: list[str], model: str, engines: list[str]) -> dict:
+    """Seconds per film of the inferer alone under each engine, side by side.
 
-
-def export_onnx(model: str, path: Path) -> None:
-    """``python -m monai.bundle onnx_export`` as the model card gives it, in a subprocess."""
-    import subprocess
-
-    cmd = [sys.executable, "-m", "monai.bundle", "onnx_export", "network_def", "--filepath", str(path),
-           "--ckpt_file", model, "--meta_file", str(REPO_BUNDLE / "configs" / "metadata.json"),
-           "--config_file", CONFIG, "--use_trace", "True", "--input_shape", "[1,1,256,256]",
-           "--converter_kwargs", ONNX_CONVERTER_KWARGS]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if proc.returncode != 0 or not path.is_file():
-        raise RuntimeError(f"onnx_export failed (rc {proc.returncode}):\n{proc.stdout[-4000:]}")
-
-
-def model_only_onnx(files: list[str], model: str, onnx_model: str) -> dict:
-    """Seconds per film of the inferer alone, PyTorch and ONNX Runtime side by side.
-
-    Same films (in memory), same ``inferer`` object, float32 for both (``cpu_bf16`` false: the ONNX
-    file is float32); the ORT session runs on numpy and hands a torch tensor back to the inferer.
-    Films alternate which engine goes first.
+    Same films (in memory), same ``inferer``, each engine's network from ``inference.json``'s own
+    ``network`` (``--engine onnxruntime``: :class:`monaifrac.networks.onnx.OnnxRuntimeNetwork`, its ONNX
+    file exported beforehand, outside the timing). Films rotate which engine goes first.
     """
-    import numpy as np
-    import onnxruntime as ort
     import torch
 
-    films, inferer, network = _films_and_network(files, model, cpu_bf16=False)
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-
-    def ort_network(x: torch.Tensor) -> torch.Tensor:
-        x = x.as_tensor() if hasattr(x, "as_tensor") else x  # a MetaTensor window: plain data only
-        arr = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(session.run(None, {input_name: arr})[0])
-
-    engines = {"torch": network, "ort": ort_network}
-    times = {"torch": 0.0, "ort": 0.0}
-    max_diff = 0.0
+    runs = {}
+    for engine in engines:
+        films, inferer, network = _films_and_network(files, model, engine=engine)
+        runs[engine] = (films, inferer, network)
+    times = dict.fromkeys(engines, 0.0)
+    outputs: dict = {}
     with torch.no_grad():
-        for net in engines.values():
-            inferer(films[0], net)  # warm-up
-        for i, x in enumerate(films):
-            out = {}
-            for name in (("torch", "ort") if i % 2 == 0 else ("ort", "torch")):
+        for films, inferer, network in runs.values():
+            inferer(films[0], network)  # warm-up (and the ONNX export where it is not cached yet)
+        for i in range(len(files)):
+            order = engines[i % len(engines):] + engines[: i % len(engines)]
+            for engine in order:
+                films, inferer, network = runs[engine]
                 start = time.perf_counter()
-                out[name] = inferer(x, engines[name])
-                times[name] += time.perf_counter() - start
-            max_diff = max(max_diff, float((torch.as_tensor(out["ort"]) - torch.as_tensor(out["torch"])).abs().max()))
-    torch_s, ort_s = times["torch"] / len(films), times["ort"] / len(films)
-    return {"torch_per_film_s": torch_s, "ort_per_film_s": ort_s, "ort_over_torch": ort_s / torch_s,
-            "max_abs_diff": max_diff, "onnxruntime": ort.__version__,
-            "session": {"provider": "CPUExecutionProvider", "intra_op_num_threads": options.intra_op_num_threads,
-                        "inter_op_num_threads": options.inter_op_num_threads, "execution_mode": "sequential",
-                        "graph_optimization_level": "ORT_ENABLE_ALL"}}
+                out = inferer(films[i], network)
+                times[engine] += time.perf_counter() - start
+                outputs[engine] = torch.as_tensor(out)
+            first = outputs[engines[0]]
+            for engine in engines[1:]:
+                diff = float((outputs[engine] - first).abs().max())
+                outputs[f"max_diff_{engine}"] = max(outputs.get(f"max_diff_{engine}", 0.0), diff)
+    result: dict = {"per_film_s": {e: t / len(files) for e, t in times.items()}}
+    result["over_first"] = {e: result["per_film_s"][e] / result["per_film_s"][engines[0]] for e in engines}
+    result["max_abs_diff_logits"] = {e: outputs[f"max_diff_{e}"] for e in engines[1:]}
+    if "onnxruntime" in engines:
+        import onnxruntime as ort
+
+        result["onnxruntime"] = ort.__version__
+        result["onnx_file"] = str(runs["onnxruntime"][2].onnx_file)
+    return result
 
 
 def profile_folder(films: list[str], model: str, top: int) -> None:
@@ -246,10 +220,11 @@ def main() -> int:
                                                                   "and a 2304x2880 scan)")
     parser.add_argument("--cli", action="store_true", help="also time the single films and the folder through the "
                                                            "command line, each in a fresh process, with peak RSS")
-    parser.add_argument("--onnx", action="store_true",
-                        help="also time the model alone under ONNX Runtime, beside PyTorch (exports --model first)")
-    parser.add_argument("--onnx-model", default=None,
-                        help="an already exported .onnx to time (implies --onnx; default: export --model)")
+    parser.add_argument("--engine", choices=ENGINES, default=None,
+                        help="the engine of the configurations timed (default: inference.json's own)")
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=None,
+                        help="also time these engines side by side: the model alone on each, alternating film by "
+                             "film, and `default` end to end with each (e.g. --engines torch onnxruntime)")
     parser.add_argument("--baseline", nargs=2, metavar=("CONFIG", "MODEL"), default=None,
                         help="also time another network's model alone beside the bundle's, film by film: an override "
                              "file of inference.json and its weights (e.g. bundle/configs/unet.json unet.pt)")
@@ -262,11 +237,11 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.onnx or args.onnx_model:  # fail now, not after the PyTorch runs
+    if "onnxruntime" in (args.engines or []) + [args.engine]:  # fail now, not after the PyTorch runs
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
-            print('error: --onnx needs onnxruntime: pip install -e ".[onnx]"', file=sys.stderr)
+            print("error: engine onnxruntime needs onnxruntime: pip install onnxruntime", file=sys.stderr)
             return 2
     for model in [args.model] + ([args.baseline[1]] if args.baseline else []):
         if not Path(model).is_file():
@@ -277,15 +252,20 @@ def main() -> int:
     if len(films) < 2:
         print(f"error: {args.films_dir}: need at least 2 films", file=sys.stderr)
         return 2
+    engine = {"engine": args.engine} if args.engine else {}
     configs = {
-        "default": {"model_file": args.model},
-        "tta": {"model_file": args.model, "tta": True},
-        "ensemble2": {"model_files": [args.model, args.model]},
+        "default": {"model_file": args.model, **engine},
+        "tta": {"model_file": args.model, "tta": True, **engine},
+        "ensemble2": {"model_files": [args.model, args.model], **engine},
     }
+    for other in args.engines or []:
+        configs[f"default@{other}"] = {"model_file": args.model, "engine": other}
     print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; {len(films)} films from {args.films_dir}")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if any(c.get("engine", "onnxruntime") == "onnxruntime" for c in configs.values()):
+        model_only(films[:2], args.model, engine="onnxruntime")  # the ONNX file exported (once) before any timing
     tmp = Path(tempfile.mkdtemp(prefix="bench_infer_"))
     timings: dict = {name: {"T_N_s": [], "T_1_s": []} for name in configs}
     alone_rounds: list[float] = []
@@ -294,7 +274,7 @@ def main() -> int:
             steps = ["end-to-end", "model"] if rnd % 2 == 0 else ["model", "end-to-end"]
             for step in steps:
                 if step == "model":
-                    alone_rounds.append(model_only(films, args.model))
+                    alone_rounds.append(model_only(films, args.model, **engine))
                     continue
                 for name, overrides in configs.items():
                     timings[name]["T_N_s"].append(run_inference(films, tmp / f"{name}_n{rnd}", overrides))
@@ -370,23 +350,17 @@ def main() -> int:
             print(f"  {what}: {r['wall_s']:.2f} s{extra}, peak RSS {r['peak_rss_mb']:.0f} MB")
     if args.profile:
         profile_folder(films, args.model, args.profile)
-    onnx = None
-    if args.onnx or args.onnx_model:
-        onnx_tmp = Path(tempfile.mkdtemp(prefix="bench_infer_onnx_"))
-        try:
-            onnx_path = args.onnx_model or str(onnx_tmp / "model.onnx")
-            if not args.onnx_model:
-                export_onnx(args.model, Path(onnx_path))
-            onnx = model_only_onnx(films, args.model, onnx_path)
-        finally:
-            shutil.rmtree(onnx_tmp, ignore_errors=True)
-        s = onnx["session"]
-        print(f"model only, side by side (films alternate which goes first; onnxruntime {onnx['onnxruntime']}, "
-              f"{s['provider']}, intra_op {s['intra_op_num_threads']} = torch threads, inter_op "
-              f"{s['inter_op_num_threads']}, {s['execution_mode']}, {s['graph_optimization_level']}):")
-        print(f"{'  PyTorch':<12} {onnx['torch_per_film_s']:>12.3f}")
-        print(f"{'  ORT':<12} {onnx['ort_per_film_s']:>12.3f}   ORT / PyTorch {onnx['ort_over_torch']:.2f}, "
-              f"max |ORT - PyTorch| {onnx['max_abs_diff']:.1e} on the logits")
+    engines = None
+    if args.engines and len(args.engines) > 1:
+        engines = model_only_engines(films, args.model, list(dict.fromkeys(args.engines)))
+        first = next(iter(engines["per_film_s"]))
+        print("model only, engines side by side (films rotate which goes first"
+              + (f"; onnxruntime {engines['onnxruntime']}, CPU provider, intra-op threads = torch threads"
+                 if "onnxruntime" in engines else "") + "):")
+        for e, t in engines["per_film_s"].items():
+            diff = engines["max_abs_diff_logits"].get(e)
+            print(f"  {e:<12} {t:>10.3f}   x {first} {engines['over_first'][e]:.2f}"
+                  + (f", max |logit difference| {diff:.1e}" if diff is not None else ""))
     against = None
     if args.baseline:
         against = model_only_against(films, args.model, *args.baseline)
@@ -398,7 +372,7 @@ def main() -> int:
     print(json.dumps({"films": len(films), "rounds": args.rounds, "model_only_per_film_s": alone,
                       "ratio_per_round": per_round, **results, **({"baseline": against} if against else {}),
                       **({"single": singles} if singles else {}), **({"cli": cli} if cli else {}),
-                      **({"onnx": onnx} if onnx else {})}))
+                      **({"engines": engines} if engines else {})}))
     return 0
 
 

@@ -255,6 +255,49 @@ def test_ensemble_and_tta_switches(trained, inputs, tmp_path):
     assert any(abs(tta[f] - single[f]) > 1e-4 for f in single)
 
 
+# the engines' tolerance (issue 19): a label may change on at most 0.5 % of a film's pixels, the presence score by
+# 0.05 on average over the films (the two engines run the same float32 arithmetic in another order)
+ENGINE_MAX_CHANGED = 0.005
+ENGINE_MEAN_SCORE_CHANGE = 0.05
+
+
+def test_engines_agree_with_tta_and_ensembles(trained, inputs, tmp_path):
+    """ONNX Runtime (the CPU default) and PyTorch label every film alike, alone, with flip TTA and as an ensemble;
+    the ONNX file is cached beside the weights under their hash."""
+    from monaifrac.networks.onnx import weights_hash
+
+    folder, expected = inputs
+    model = trained.bundle_root / "models" / "model.pt"
+    base = ["run", "--config_file", INFERENCE_JSON, "--input_dir", str(folder), "--bundle_root",
+            str(trained.bundle_root)]
+    variants = {"single": [], "tta": ["--tta", "true"],
+                "pair": ["--model_files", json.dumps([str(model), str(model)])]}
+    runs = {}
+    for engine in ("torch", "onnxruntime"):
+        for name, extra in variants.items():
+            runs[engine, name] = tmp_path / f"{engine}_{name}"
+            check_rc(run_cmd(bundle_cmd(*base, "--output_dir", str(runs[engine, name]), "--engine", engine, *extra)))
+            check_outputs(runs[engine, name], expected, overlays=False)
+    for name in variants:
+        torch_scores, ort_scores = predictions(runs["torch", name]), predictions(runs["onnxruntime", name])
+        assert torch_scores.keys() == ort_scores.keys() and len(torch_scores) == len(expected)
+        for film in torch_scores:
+            stem = film.rsplit(".", 1)[0].removesuffix(".nii")
+            a, b = (np.asarray(Image.open(runs[e, name] / f"{stem}.png")) for e in ("torch", "onnxruntime"))
+            assert np.mean(a != b) <= ENGINE_MAX_CHANGED, (name, stem, np.mean(a != b))
+        changes = [abs(ort_scores[f] - torch_scores[f]) for f in torch_scores]
+        assert np.mean(changes) <= ENGINE_MEAN_SCORE_CHANGE, (name, changes)
+    single, tta = predictions(runs["onnxruntime", "single"]), predictions(runs["onnxruntime", "tta"])
+    assert any(abs(tta[f] - single[f]) > 1e-4 for f in single)  # TTA under ONNX Runtime ran the flips
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / INFERENCE_JSON))
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))
+    assert sorted(p.name for p in model.parent.glob("model.*.onnx")) == [f"model.{weights_hash(net)}.onnx"]
+
+
 SHIPPED_MODEL = REPO / "bundle" / "models" / "model.pt"
 # bf16 autocast's tolerance (bundle/docs/README.md): it may change a label on at most 1 % of a film's pixels,
 # and a film's presence score by 0.05 on average over the films. The UNet shipped until 0.2.0 held 0.5 % (its
@@ -276,7 +319,7 @@ def test_shipped_model_labels_hold_under_bf16(prepared, inputs, tmp_path):
         runs[name] = tmp_path / name
         check_rc(run_cmd(bundle_cmd("run", "--config_file", INFERENCE_JSON, "--input_dir", str(folder),
                                     "--output_dir", str(runs[name]), "--model_file", str(SHIPPED_MODEL),
-                                    "--cpu_bf16", flag)))
+                                    "--cpu_bf16", flag, "--engine", "torch")))
         check_outputs(runs[name], expected, overlays=False)
     fp32, bf16 = predictions(runs["fp32"]), predictions(runs["bf16"])
     assert fp32.keys() == bf16.keys() and len(fp32) == len(expected)

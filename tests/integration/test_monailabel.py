@@ -13,19 +13,17 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from monaifrac.serving.client import MonaiLabelClient as Client
+from monaifrac.serving.client import free_port as _free_port
 from tests.conftest import draw_film, save_image, stored_for_orientation
 from tests.integration.conftest import INFERENCE_JSON, REPO, bundle_cmd, check_rc, run_cmd
 
@@ -36,47 +34,8 @@ FILMS = {"film_a": 0, "film_b": 25, "film_c": 50}  # id -> brightness shift; 200
 ROTATED = "rotated"  # uploaded only: stored turned, EXIF orientation 6
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _film(shade: int) -> np.ndarray:
     return draw_film(200, 150, shade=shade)
-
-
-class Client:
-    """Just enough HTTP for MONAI Label: GET, PUT/POST with multipart form or JSON body."""
-
-    def __init__(self, base: str):
-        self.base = base
-
-    def request(self, method: str, path: str, fields: dict | None = None, files: dict | None = None,
-                body: dict | None = None, timeout: float = 300) -> tuple[int, str, bytes]:
-        headers, data = {}, None
-        if body is not None:
-            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
-        elif fields is not None or files is not None:
-            boundary = uuid.uuid4().hex
-            parts = []
-            for name, value in (fields or {}).items():
-                parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
-            for name, path_ in (files or {}).items():
-                parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
-                             f'filename="{Path(path_).name}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
-                             + Path(path_).read_bytes() + b"\r\n")
-            data = b"".join(parts) + f"--{boundary}--\r\n".encode()
-            headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
-        req = urllib.request.Request(self.base + path, data=data, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.status, resp.headers.get("content-type", ""), resp.read()
-        except urllib.error.HTTPError as err:
-            return err.code, err.headers.get("content-type", ""), err.read()
-
-    def infer(self, query: str, files: dict | None = None) -> tuple[int, str, bytes]:
-        return self.request("POST", f"/infer/{MODEL}?{query}", fields={"params": "{}"}, files=files)
 
 
 def _png(content: bytes, where: Path) -> np.ndarray:

@@ -8,6 +8,9 @@ it (``scripts/monailabel-serve`` does all of that). What it adds to the sample a
   gets 422 and an unknown one 404, and nothing outside the studies folder is read;
 - inference drops the bundle's overlay writer as well as ``SaveImaged`` (a server would pile
   overlays up in the bundle folder) and returns the film's fracture score with the label;
+- inference runs on ``inference.json``'s ``engine`` (ONNX Runtime on a CPU; ``--conf engine torch``
+  chooses PyTorch): the ONNX file is cached beside ``model.pt`` under the weights' hash, so a model
+  that training has just replaced is exported afresh at the next request, never served stale;
 - training hands the bundle the datastore's films as they are (``train.json`` reads JPG/PNG
   with the project's reader), each with its id, so the bundle's checks name the film.
 
@@ -21,6 +24,7 @@ import os
 from pathlib import Path
 from typing import Dict
 
+import torch
 from fastapi import HTTPException
 from monai.transforms import SaveImaged
 
@@ -36,6 +40,7 @@ from monailabel.tasks.train.bundle import BundleTrainTask
 from monailabel.utils.others.generic import get_bundle_models, remove_file, strtobool
 from monaifrac.serving.requests import RequestError, check_film, is_upload, resolve_study
 from monaifrac.dicom.seg import SaveDicomSegd
+from monaifrac.networks.onnx import ENGINES, with_engine
 from monaifrac.transforms import SaveOverlayd
 
 logger = logging.getLogger(__name__)
@@ -46,6 +51,22 @@ class FractureInferTask(BundleInferTask):
 
     def __init__(self, path: str, conf: Dict[str, str]):
         super().__init__(path, conf, post_filter=[SaveImaged, SaveOverlayd, SaveDicomSegd])
+        engine = conf.get("engine") or self.bundle_config.get_parsed_content("engine")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        self.engine = engine
+        self._engine_network = None
+        logger.info("inference engine: %s", engine)
+
+    def _get_network(self, device, data):
+        # MONAI Label keeps one network per device and makes a new one when model.pt changes;
+        # the engine's wrapper follows that network (a new one: a new ONNX file for its weights)
+        network = super()._get_network(device, data)
+        if self.engine == "torch" or network is None or not isinstance(network, torch.nn.Module):
+            return network
+        if self._engine_network is None or self._engine_network.network is not network:
+            self._engine_network = with_engine(network, self.engine, self.get_path())
+        return self._engine_network
 
     def writer(self, data, extension=None, dtype=None):
         # MONAI Label writes the label in the input's format: a JPG film would get a lossy JPG label
