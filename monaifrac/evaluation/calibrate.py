@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from monaifrac.evaluation import stats
-from monaifrac.evaluation.score import find_predictions, read_scores, _select
+from monaifrac.evaluation.score import find_predictions, read_scores, select_films
 from monaifrac.evaluation.truth import load_truth
 from monaifrac.data.cases import DataError
 from monaifrac.io import write_text
@@ -52,7 +52,7 @@ def calibrate_presence(pred_dir: str | Path, truth_dir: str | Path, out_dir: str
     scores = read_scores(pred_dir)
     if not scores:
         raise DataError(f"{pred_dir}: no predictions.csv (run `monaifrac infer` on the films first)")
-    films = _select(load_truth(truth_dir), find_predictions(pred_dir), split, pred_dir)
+    films = select_films(load_truth(truth_dir), find_predictions(pred_dir), split, pred_dir)
     lacking = [f.id for f in films if scores.get(f.id, {}).get("presence_score") is None
                or scores.get(f.id, {}).get("mask_score") is None]
     if lacking:

@@ -233,7 +233,15 @@ def summarise(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
     return out
 
 
-def _select(truth: list[TruthFilm], preds: dict[str, Path], split: str | None, pred_dir: Path) -> list[TruthFilm]:
+def select_films(truth: list[TruthFilm], preds: dict[str, Path], split: str | None,
+                 pred_dir: Path) -> list[TruthFilm]:
+    """The truth films a prediction folder is scored on: those of ``split`` (each must have a prediction),
+    or, without a split, every truth film that has one.
+
+    Raises:
+        DataError: a prediction for a film the truth folder lacks, a split with no film or with a film
+            left unpredicted, or no prediction for any film; the message names ``pred_dir``.
+    """
     by_id = {f.id: f for f in truth}
     unknown = sorted(set(preds) - set(by_id))
     if unknown:
@@ -283,7 +291,7 @@ def score_predictions(pred_dir: str | Path, truth_dir: str | Path, out_dir: str 
     pred_dir, out_dir = Path(pred_dir), Path(out_dir)
     preds = find_predictions(pred_dir)
     scores = read_scores(pred_dir)
-    films = _select(load_truth(truth_dir), preds, split, pred_dir)
+    films = select_films(load_truth(truth_dir), preds, split, pred_dir)
     preds = {f.id: preds[f.id] for f in films}
     kind = detect_kind(preds, bool(scores)) if pred_kind == "auto" else pred_kind
     if scores:
