@@ -9,7 +9,8 @@ For each precision, in one process, one right after the other:
 
 * **bundle**: the objects of ``bundle/configs/train.json``, built by ``monai.bundle.ConfigParser``
   and run as the bundle runs them (``initialize``, then ``train#trainer.run()``): CacheDataset,
-  transforms, DataLoader with its workers, UNet, DiceFocalLoss, AdamW, the Ignite
+  transforms, DataLoader with its workers and sampler, the network (by default
+  ``PresenceFlexibleUNet``, in its ``memory_format``), the loss (``PresenceLoss``), AdamW, the Ignite
   ``SupervisedTrainer`` with its inferer (``AutocastInferer``), post-processing, train metric and
   every training handler (TensorBoard, progress bar, ...). Only what is outside the measure is
   changed: ``bundle_root`` is a temporary folder, ``max_epochs`` 1 with
@@ -21,21 +22,28 @@ For each precision, in one process, one right after the other:
   ``--config`` adds override files after train.json, as ``monai.bundle run`` would (the GPU
   recipe: ``bundle/configs/gpu_train.json``). Caching happens once, before any timing; the later
   precisions reuse the cached dataset object (new loader, network, optimiser and trainer each time).
-* **bare**: the same ``network``, ``loss`` and ``optimizer`` of the same config (fresh instances,
-  same seed), on one batch of the same shape (batch_size films x num_samples crops, 1, patch,
-  patch) held in memory as plain tensors (crops drawn once from the cached dataset): zero_grad
+* **bare**: the same ``network`` (same ``memory_format``), ``loss`` and ``optimizer`` of the same
+  config (fresh instances, same seed), on one batch of the same shape held in memory as plain
+  tensors, drawn once through the training transforms from the cached dataset: zero_grad
   (torch's default ``set_to_none``; the trainer zeroes in place), forward, loss, backward, step.
   bf16 autocasts exactly what ``AutocastInferer`` autocasts in the bundle: the forward only; its
   output is cast back to float32 and the loss runs in float32. amp does what MONAI's trainer does
   with ``amp=True``: forward and loss under CUDA float16 autocast, a ``GradScaler`` around
   backward and step. On CUDA every mark first synchronises the device, in both runs alike.
 
+A **sample** is what the network sees as one item of a batch: a whole film padded to ``film_size``
+(train.json's recipe: batch_size samples an iteration) or a crop of ``patch_size``
+(``--config bundle/configs/patches.json``: batch_size films x num_samples crops). Rates are samples/s;
+the figures of different recipes are not comparable with each other. The bare step's batch shape,
+input strides, weights' memory format, output channels and loss terms are checked against the
+bundle's (a line says whether they agree; the JSON holds both as ``layout``).
+
 Both time W warm-up iterations (not counted), then N timed ones, with the same torch threads.
 ``--rounds R`` repeats each bundle/bare pair R times, bundle first in odd rounds and bare first in
-even ones, and pools the figures (total patches / total time; each round's efficiency is printed
+even ones, and pools the figures (total samples / total time; each round's efficiency is printed
 too): on a machine shared with other jobs one pair is only a smoke check.
 The bundle's window runs from the end of iteration W to the end of iteration W + N (ITERATION_COMPLETED
-after every other handler). Prints patches/s of both, the efficiency bundle / bare (the
+after every other handler). Prints samples/s of both, the efficiency bundle / bare (the
 project's goal: >= 0.9), the bf16 / fp32 speed-ups, and where an iteration's time goes, split
 alike for both: ``data`` (waiting for the DataLoader), ``prep`` (prepare_batch, zero_grad),
 ``forward``, ``loss``, ``backward``, ``optim`` (optimizer.step), ``post`` (decollate,
@@ -104,6 +112,30 @@ def usage_since(start: tuple) -> tuple:
     return tuple(b - a for a, b in zip(start, usage_now(time.perf_counter())))
 
 
+def recipe(config) -> dict:
+    """What one sample of the config's training batch is: a crop (an id ``num_samples``: patches.json) or a
+    whole film padded to ``film_size`` (train.json); how many a film gives, and their size."""
+    if "num_samples" in config:
+        return {"recipe": "crops", "samples_per_film": int(config.get_parsed_content("num_samples")),
+                "sample_size": list(config.get_parsed_content("patch_size"))}
+    return {"recipe": "whole films", "samples_per_film": 1, "sample_size": list(config.get_parsed_content("film_size"))}
+
+
+def weights_format(network) -> str:
+    """Memory format of the network's weights, read on its first k x k convolution (k > 1) over more than one
+    channel (for a 1 x 1 or a one-channel kernel both formats are the same strides)."""
+    for m in network.modules():
+        if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1 and m.weight.shape[2] * m.weight.shape[3] > 1:
+            return "channels_last" if m.weight.is_contiguous(memory_format=torch.channels_last) else "contiguous"
+    return "n/a"
+
+
+def loss_terms(loss_fn) -> list[str] | None:
+    """The terms the last loss call summed (``PresenceLoss.last_terms``: seg, and presence on a 4-channel output)."""
+    terms = getattr(loss_fn, "last_terms", None)
+    return sorted(terms) if isinstance(terms, dict) else None
+
+
 def make_parser(dataset_dir: str, root: str, overrides: dict, precision: str, epoch_length: int,
                 configs: list[str] = ()):
     from monai.bundle import ConfigParser
@@ -127,13 +159,16 @@ class IterationClock:
 
         self.first, self.last, self.profile_until, self.profiler = first, last, profile_until, profiler
         self.sums = dict.fromkeys(SEGMENTS, 0.0)
-        self.patches = 0
+        self.samples = 0
+        self.shapes: set[tuple] = set()  # (shape, stride) of the network's input, over the timed iterations
+        self.output_channels: set[int] = set()
         self.t: dict[str, float] = {}
         self.window = None
         mark = self._marker
         trainer.add_event_handler(Events.GET_BATCH_STARTED, mark("get"))
         trainer.add_event_handler(Events.GET_BATCH_COMPLETED, self._got_batch)
-        network.register_forward_pre_hook(lambda *_: self._mark("forward_start"))
+        network.register_forward_pre_hook(self._forward_start)
+        network.register_forward_hook(self._forward_end)
         trainer.add_event_handler(IterationEvents.FORWARD_COMPLETED, mark("forward"))
         trainer.add_event_handler(IterationEvents.LOSS_COMPLETED, mark("loss"))
         trainer.add_event_handler(IterationEvents.BACKWARD_COMPLETED, mark("backward"))
@@ -148,9 +183,16 @@ class IterationClock:
     def _marker(self, name):
         return lambda engine: self._mark(name)
 
+    def _forward_start(self, module, inputs):
+        self._mark("forward_start")
+        self.input = (tuple(inputs[0].shape), tuple(inputs[0].stride()))
+
+    def _forward_end(self, module, inputs, output):
+        self.output = int(output.shape[1])
+
     def _got_batch(self, engine):
         self._mark("got")
-        self.batch_patches = int(engine.state.batch["image"].shape[0])
+        self.batch_samples = int(engine.state.batch["image"].shape[0])
 
     def _completed(self, engine):
         sync()
@@ -164,7 +206,9 @@ class IterationClock:
                 self.sums[name] += t[end] - t[start]
             self.sums["optim"] += t_optim - t["backward"]
             self.sums["post"] += now - t_optim
-            self.patches += self.batch_patches
+            self.samples += self.batch_samples
+            self.shapes.add(self.input)
+            self.output_channels.add(self.output)
         if it == self.first:
             self.window = usage_now(now)
         elif it == self.last:
@@ -240,7 +284,10 @@ def run_bundle(args, root: str, overrides: dict, precision: str, cache: dict, pr
     evaluator = parser.get_parsed_content("validate#evaluator")
     trainer.run()
     parser.get_parsed_content("finalize")  # closes the TensorBoard writer, as the bundle's workflow does
-    result = {"sums": clock.sums, "patches": clock.patches, "iters": args.iters, "window": clock.window}
+    result = {"sums": clock.sums, "samples": clock.samples, "iters": args.iters, "window": clock.window}
+    # the same objects the trainer ran (the parser resolves each id once): its loss, its network
+    result["layout"] = layout(sorted(clock.shapes), network, sorted(clock.output_channels),
+                              loss_terms(parser.get_parsed_content("loss")))
     result["autocast_active"] = bool(inferer.active(torch.device(parser.get_parsed_content("device"))))
     result["validation_iterations"] = int(evaluator.state.iteration)  # 0: the ValidationHandler never fired
     result["films"] = len(cache["dataset"])
@@ -253,8 +300,16 @@ def run_bundle(args, root: str, overrides: dict, precision: str, cache: dict, pr
     return result
 
 
+def layout(shapes: list[tuple], network, output_channels: list[int], terms: list[str] | None) -> dict:
+    """What the bare step must share with the bundle's: the network input's shapes and strides, the weights'
+    memory format, the output channels and the loss terms."""
+    return {"batch_shapes": [list(shape) for shape, _ in shapes], "input_strides": [list(st) for _, st in shapes],
+            "weights": weights_format(network), "output_channels": output_channels, "loss_terms": terms}
+
+
 def first_batch(dataset, films: int):
-    """``films`` films through the training transforms (random crops), collated as the loader does; plain tensors."""
+    """``films`` films through the training transforms (a whole film each, or its random crops), collated as the
+    loader does; plain tensors."""
     from monai.data import list_data_collate
     from monai.utils import convert_to_tensor
 
@@ -316,19 +371,35 @@ def run_bare(args, root: str, overrides: dict, precision: str, batch) -> dict:
             window = usage_now(t5)
     window = usage_since(window)
     sums["other"] = window[0] - sum(sums.values())
-    return {"sums": sums, "patches": args.iters * x.shape[0], "iters": args.iters, "window": window}
+    return {"sums": sums, "samples": args.iters * x.shape[0], "iters": args.iters, "window": window,
+            "layout": layout([(tuple(x.shape), tuple(x.stride()))], network, [int(pred.shape[1])], loss_terms(loss_fn))}
 
 
 def summary(runs: list[dict]) -> dict:
-    """Figures of one or more timed runs (rounds) of one kind, pooled: total patches over total wall time."""
+    """Figures of one or more timed runs (rounds) of one kind, pooled: total samples over total wall time."""
     sums = {k: sum(r["sums"][k] for r in runs) for k in SEGMENTS}
-    patches, iters = sum(r["patches"] for r in runs), sum(r["iters"] for r in runs)
+    samples, iters = sum(r["samples"] for r in runs), sum(r["iters"] for r in runs)
     wall, user, system, faults, kids_cpu = (sum(r["window"][i] for r in runs) for i in range(5))
-    return {"patches": patches, "wall_s": round(wall, 3), "patches_per_s": round(patches / wall, 3),
+    pooled = dict(runs[0]["layout"])
+    for key in ("batch_shapes", "input_strides", "output_channels"):  # over every round
+        pooled[key] = sorted({tuple(v) if isinstance(v, list) else v for r in runs for v in r["layout"][key]})
+        pooled[key] = [list(v) if isinstance(v, tuple) else v for v in pooled[key]]
+    return {"samples": samples, "wall_s": round(wall, 3), "samples_per_s": round(samples / wall, 3),
             "ms_per_iteration": {k: round(1000 * v / iters, 1) for k, v in sums.items()},
             "cores_busy": {"main": round((user + system) / wall, 2), "main_system": round(system / wall, 2),
                            "loader_workers": round(kids_cpu / wall, 2)},
-            "minor_page_faults_per_iteration": round(faults / iters)}
+            "minor_page_faults_per_iteration": round(faults / iters), "layout": pooled}
+
+
+def same_step(precision: str, bundle: dict, bare: dict) -> str:
+    """One line: whether the bare step ran what the bundle's trainer ran (shape, layout, output, loss terms)."""
+    shapes = " ".join("x".join(map(str, s)) for s in bundle["batch_shapes"])
+    terms = "+".join(bundle["loss_terms"]) if bundle["loss_terms"] else "n/a"
+    if bundle == bare:
+        return (f"{precision}: the bare step runs the bundle's batch {shapes} (same strides), {bundle['weights']} "
+                f"weights, {'/'.join(map(str, bundle['output_channels']))} output channels, loss terms {terms}")
+    diff = ", ".join(f"{k} {bundle[k]} vs {bare[k]}" for k in bundle if bundle[k] != bare.get(k))
+    return f"warning: {precision}: the bare step differs from the bundle's (bundle vs bare): {diff}"
 
 
 def main() -> int:
@@ -366,8 +437,9 @@ def main() -> int:
     config.read_config([str(CONFIGS / "train.json"), *args.config])
     overrides = parse_overrides(args.set)
     config.update(overrides)
-    batch_size, num_samples = config.get_parsed_content("batch_size"), config.get_parsed_content("num_samples")
-    patch = config.get_parsed_content("patch_size")
+    batch_size = config.get_parsed_content("batch_size")
+    sample = recipe(config)
+    per_iteration = batch_size * sample["samples_per_film"]
     if args.num_workers is not None:
         overrides["num_workers"] = args.num_workers
     overrides.setdefault("max_items", args.films if args.films is not None
@@ -380,8 +452,13 @@ def main() -> int:
           f"load average {mach['load_avg_1min']} at start" + (f", GPU {mach['gpu']}" if mach["gpu"] else ""))
     if args.config:
         print(f"configs: train.json + {' + '.join(args.config)}")
-    print(f"batch: {batch_size} films x {num_samples} crops = {batch_size * num_samples} patches of "
-          f"{'x'.join(map(str, patch))} per iteration; num_workers {num_workers}; {args.warmup} warm-up + "
+    size = "x".join(map(str, sample["sample_size"]))
+    if sample["recipe"] == "crops":
+        what = (f"{batch_size} films x {sample['samples_per_film']} crops = {per_iteration} samples (crops) of "
+                f"{size}")
+    else:
+        what = f"{batch_size} samples (whole films, padded to {size})"
+    print(f"batch: {what} per iteration; num_workers {num_workers}; {args.warmup} warm-up + "
           f"{args.iters} timed iterations per run, {args.rounds} round(s)")
 
     runs = {p: {"bundle": [], "bare": []} for p in args.precision}
@@ -405,9 +482,11 @@ def main() -> int:
                         run = run_bare(args, root, dict(overrides), precision, cache["batch"])
                     runs[precision][kind].append(run)
                 b, a = runs[precision]["bundle"][-1], runs[precision]["bare"][-1]
-                rate_b, rate_a = b["patches"] / b["window"][0], a["patches"] / a["window"][0]
-                print(f"round {rnd + 1}/{args.rounds} {precision}: bundle {rate_b:.2f} patches/s, bare {rate_a:.2f} "
-                      f"patches/s, efficiency {rate_b / rate_a:.2f}", flush=True)
+                if rnd == 0:
+                    print(same_step(precision, b["layout"], a["layout"]))
+                rate_b, rate_a = b["samples"] / b["window"][0], a["samples"] / a["window"][0]
+                print(f"round {rnd + 1}/{args.rounds} {precision}: bundle {rate_b:.2f} samples/s, bare {rate_a:.2f} "
+                      f"samples/s, efficiency {rate_b / rate_a:.2f}", flush=True)
     first = runs[args.precision[0]]["bundle"][0]
     results: dict = {"films": first["films"], "iterations_per_loader_pass": first["iterations_per_loader_pass"]}
     for p in args.precision:
@@ -418,19 +497,19 @@ def main() -> int:
         if profile:
             bundle["profile"] = profile
         results[p] = {"bundle": bundle, "bare": bare,
-                      "efficiency": round(bundle["patches_per_s"] / bare["patches_per_s"], 3),
-                      "efficiency_per_round": [round((b["patches"] / b["window"][0]) / (a["patches"] / a["window"][0]),
+                      "efficiency": round(bundle["samples_per_s"] / bare["samples_per_s"], 3),
+                      "efficiency_per_round": [round((b["samples"] / b["window"][0]) / (a["samples"] / a["window"][0]),
                                                      3) for b, a in zip(runs[p]["bundle"], runs[p]["bare"])]}
     faster = [p for p in ("bf16", "amp") if p in results and "fp32" in results]
     for p in faster:
-        results[f"{p}_speedup"] = {k: round(results[p][k]["patches_per_s"]
-                                            / results["fp32"][k]["patches_per_s"], 3) for k in ("bundle", "bare")}
+        results[f"{p}_speedup"] = {k: round(results[p][k]["samples_per_s"]
+                                            / results["fp32"][k]["samples_per_s"], 3) for k in ("bundle", "bare")}
     print()
-    print(f"{'precision':<10}{'bundle p/s':>11}{'bare p/s':>10}{'bundle/bare':>12}   (goal: bundle/bare >= 0.9)"
-          + ("   per round" if args.rounds > 1 else ""))
+    print(f"{'precision':<10}{'bundle samples/s':>17}{'bare samples/s':>15}{'bundle/bare':>12}   "
+          f"(goal: bundle/bare >= 0.9)" + ("   per round" if args.rounds > 1 else ""))
     for p in args.precision:
         r = results[p]
-        print(f"{p:<10}{r['bundle']['patches_per_s']:>11.2f}{r['bare']['patches_per_s']:>10.2f}"
+        print(f"{p:<10}{r['bundle']['samples_per_s']:>17.2f}{r['bare']['samples_per_s']:>15.2f}"
               f"{r['efficiency']:>12.2f}" + ("   " + " ".join(f"{e:.2f}" for e in r["efficiency_per_round"])
                                              if args.rounds > 1 else ""))
     for p in faster:
@@ -459,8 +538,7 @@ def main() -> int:
     print()
     print(json.dumps({"dataset_dir": args.dataset_dir, "machine": mach, "iters": args.iters, "warmup": args.warmup,
                       "rounds": args.rounds,
-                      "batch_films": batch_size, "num_samples": num_samples,
-                      "patches_per_iteration": batch_size * num_samples, "patch_size": patch,
+                      "batch_films": batch_size, **sample, "samples_per_iteration": per_iteration,
                       "num_workers": num_workers, "overrides": overrides, **results}))
     return 0
 

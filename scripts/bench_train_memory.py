@@ -4,8 +4,10 @@ Usage: python scripts/bench_train_memory.py PREPARED_DIR [--iters 100] [--num-wo
                                             [--set ID=VALUE ...] [--compare ID=VALUE ...]
 
 Runs ``monaifrac train PREPARED_DIR`` twice in fresh processes, one right after the other, for one
-epoch of ``--iters`` iterations (batches drawn from the whole cached training split by a
-``SubsetRandomSampler``) followed by the epoch's validation
+epoch of ``--iters`` iterations (the first ``--iters`` x batch_size films of one draw of the config's
+own ``train#sampler``, by default every fractured film and as many normals, in a
+``SubsetRandomSampler``; fewer where the draw holds fewer films), the whole training split cached,
+followed by the epoch's validation
 over the whole validation split (whole films, metrics, checkpoint), as every real epoch ends. Both
 start from the shipped weights (``init_from`` = bundle/models/model.pt, where it exists): an untrained
 network marks fracture all over every film, and HD95 over such masks takes many minutes a film.
@@ -77,7 +79,8 @@ def run_training(dataset_dir: str, overrides: list[str], iters: int, workers: in
                # ends and its workers exit before validation, as at the end of a real epoch (a shortened
                # epoch_length would keep them alive, holding memory, through the validation)
                "--set", f"num_workers={workers}", "train#dataloader#shuffle=false",
-               f"train#dataloader#sampler=$torch.utils.data.SubsetRandomSampler(range({iters} * @batch_size))",
+               "train#dataloader#sampler=$torch.utils.data.SubsetRandomSampler("
+               f"list(@train#sampler)[:{iters} * @batch_size])",
                f"val_interval={1 if validate else 1000000}", "early_stop_patience=1000000",
                *([f"init_from={SHIPPED}"] if SHIPPED.is_file() else []), *overrides]
         log = Path(root) / "train.log"
