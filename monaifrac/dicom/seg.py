@@ -17,13 +17,17 @@ What the SEG says
                     Structure"
   ====== ========== ============================================== ==========================================
 
-  All four come from pydicom's code dictionary (``codes.SCT.Tissue``, ``BoneTissue``,
-  ``MorphologicallyAbnormalStructure``, ``TraumaticAbnormalityMorphologic``). SNOMED CT's own
+  All four are the codes of pydicom 3's code dictionary (``codes.SCT.Tissue``, ``BoneTissue``,
+  ``MorphologicallyAbnormalStructure``, ``TraumaticAbnormalityMorphologic``), written out here
+  because pydicom 2 (MONAI Label's environment) names some of them differently: a SEG says the
+  same in both environments. SNOMED CT's own
   concept for a fracture, 72704001 "Fracture (morphologic abnormality)", a child of 19130008,
   is not in that dictionary; the segment label says "fracture". Bone is monaifrac's
   pseudo-label of dense matter (README), hence a tissue type rather than an anatomical structure.
 * **Algorithm**: type AUTOMATIC, name "monaifrac", version ``monaifrac.__version__``, family
   DCM 123110 "Artificial Intelligence". Recommended display colours are the overlays' colours.
+  A label a person saved (MONAI Label's *Submit Label* over a PACS) is SEMIAUTOMATIC instead:
+  monaifrac proposed it, a person corrected it (``algorithm_type``).
 * **Pixels**: label 1 → segment 1, label 2 → segment 2, pixel for pixel; rows and columns are
   the film's Rows and Columns. The label map is in the film's displayed orientation, and for a
   DICOM film that is its stored orientation (the reader rotates nothing), so the SEG lies on the
@@ -87,22 +91,64 @@ def presence_call(score: float | None, threshold: float) -> str:
     return f"monaifrac fracture {float(score):.2f} ({call}; threshold {float(threshold):.2f})"
 
 
-def _segment_descriptions():
+# (value, scheme, meaning): pydicom 3's codes.SCT.Tissue, .BoneTissue, .MorphologicallyAbnormalStructure,
+# .TraumaticAbnormalityMorphologic and codes.cid7162.ArtificialIntelligence (pydicom 2 lacks two of the names)
+_TISSUE = ("85756007", "SCT", "Tissue")
+_BONE = ("3138006", "SCT", "Bone")
+_ABNORMAL_STRUCTURE = ("49755003", "SCT", "Morphologically Abnormal Structure")
+_TRAUMATIC_ABNORMALITY = ("19130008", "SCT", "Traumatic abnormality (morphologic abnormality)")
+_ARTIFICIAL_INTELLIGENCE = ("123110", "DCM", "Artificial Intelligence")
+ALGORITHM_TYPES = ("AUTOMATIC", "SEMIAUTOMATIC")
+
+
+def _display_colour(rgb) -> list[int]:
+    """Recommended Display CIELab Value (three 16-bit integers) of an sRGB colour (0-255 components).
+
+    highdicom 0.28 has ``CIELabColor.from_rgb``; 0.22 (the last for pydicom 2, MONAI Label's
+    environment) has not, so there the same conversion (sRGB, D65 white, pixelmed's
+    ColorUtilities) and the same rounding as highdicom 0.28's are made here: the SEG says the
+    same colours in both environments.
+    """
     import highdicom as hd
-    from pydicom.sr.codedict import codes
+
+    if hasattr(hd.color.CIELabColor, "from_rgb"):
+        return list(hd.color.CIELabColor.from_rgb(*rgb).value)
+
+    def linear(c: float) -> float:  # pragma: no cover - highdicom 0.22
+        c = c / 255.0
+        return ((c + 0.055) / 1.055) ** 2.4 if c > 0.04045 else c / 12.92
+
+    def f(t: float) -> float:  # pragma: no cover
+        return t ** (1.0 / 3) if t >= 8.85645167903563082e-3 else (841.0 / 108.0) * t + (4.0 / 29.0)
+
+    r, g, b = (linear(c) * 100 for c in rgb)  # pragma: no cover
+    x = f((r * 0.4124 + g * 0.3576 + b * 0.1805) / 95.047)
+    y = f((r * 0.2126 + g * 0.7152 + b * 0.0722) / 100.0)
+    z = f((r * 0.0193 + g * 0.1192 + b * 0.9505) / 108.883)
+    l_star, a_star, b_star = 116 * y - 16, 500 * (x - y), 200 * (y - z)
+    return [round(l_star * 0xFFFF / 100.0), round((a_star + 128.0) * 0xFFFF / 255.0),
+            round((b_star + 128.0) * 0xFFFF / 255.0)]
+
+
+def _segment_descriptions(algorithm_type: str = "AUTOMATIC"):
+    import highdicom as hd
+    from pydicom.sr.coding import Code
 
     import monaifrac
     from monaifrac.visualize import CLASS_COLOURS
 
     algorithm = hd.AlgorithmIdentificationSequence(name="monaifrac", version=monaifrac.__version__,
-                                                   family=codes.cid7162.ArtificialIntelligence)
-    segments = ((1, "bone", codes.SCT.Tissue, codes.SCT.BoneTissue),
-                (2, "fracture", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.TraumaticAbnormalityMorphologic))
-    return [hd.seg.SegmentDescription(segment_number=number, segment_label=label,
-                                      segmented_property_category=category, segmented_property_type=kind,
-                                      algorithm_type="AUTOMATIC", algorithm_identification=algorithm,
-                                      display_color=hd.color.CIELabColor.from_rgb(*CLASS_COLOURS[number]))
-            for number, label, category, kind in segments]
+                                                   family=Code(*_ARTIFICIAL_INTELLIGENCE))
+    segments = ((1, "bone", _TISSUE, _BONE), (2, "fracture", _ABNORMAL_STRUCTURE, _TRAUMATIC_ABNORMALITY))
+    descriptions = []
+    for number, label, category, kind in segments:
+        description = hd.seg.SegmentDescription(
+            segment_number=number, segment_label=label, segmented_property_category=Code(*category),
+            segmented_property_type=Code(*kind), algorithm_type=algorithm_type, algorithm_identification=algorithm)
+        # what highdicom 0.28's display_color argument sets; 0.22 has no such argument
+        description.RecommendedDisplayCIELabValue = _display_colour(CLASS_COLOURS[number])
+        descriptions.append(description)
+    return descriptions
 
 
 def _source_header(film):
@@ -118,7 +164,8 @@ def _source_header(film):
     return source
 
 
-def make_segmentation(film, label_hw: np.ndarray, score: float | None = None, threshold: float = 0.5):
+def make_segmentation(film, label_hw: np.ndarray, score: float | None = None, threshold: float = 0.5,
+                      algorithm_type: str = "AUTOMATIC"):
     """A BINARY DICOM Segmentation of ``film`` from its label map.
 
     Args:
@@ -128,18 +175,22 @@ def make_segmentation(film, label_hw: np.ndarray, score: float | None = None, th
         score: the film's ``fracture_score`` in [0, 1], or None (Series Description then names
             no call).
         threshold: the presence threshold the call is made at.
+        algorithm_type: ``"AUTOMATIC"`` (monaifrac's own label) or ``"SEMIAUTOMATIC"`` (a label
+            monaifrac proposed and a person corrected).
 
     Returns:
         A :class:`highdicom.seg.Segmentation`, new Series and SOP Instance UIDs, in the film's study.
 
     Raises:
         ValueError: the label map's shape is not the film's Rows x Columns, or it holds values
-            other than 0, 1, 2.
+            other than 0, 1, 2, or ``algorithm_type`` is neither of the two.
     """
     import highdicom as hd
 
     import monaifrac
 
+    if algorithm_type not in ALGORITHM_TYPES:
+        raise ValueError(f"algorithm_type must be one of {ALGORITHM_TYPES}, got {algorithm_type!r}")
     label_hw = np.asarray(label_hw)
     if label_hw.shape != (int(film.Rows), int(film.Columns)):
         raise ValueError(f"label map of shape {label_hw.shape} for a film of {film.Rows} rows x {film.Columns} columns")
@@ -150,7 +201,7 @@ def make_segmentation(film, label_hw: np.ndarray, score: float | None = None, th
         source_images=[_source_header(film)],
         pixel_array=label_hw.astype(np.uint8),  # the label-map style: value k is segment k
         segmentation_type="BINARY",
-        segment_descriptions=_segment_descriptions(),
+        segment_descriptions=_segment_descriptions(algorithm_type),
         series_instance_uid=hd.UID(),
         series_number=SERIES_NUMBER,
         sop_instance_uid=hd.UID(),
@@ -169,11 +220,22 @@ def make_segmentation(film, label_hw: np.ndarray, score: float | None = None, th
     return seg
 
 
+def save_dataset(ds, path: os.PathLike | str) -> None:
+    """``ds.save_as(path)`` as a DICOM file (preamble, ``DICM``, file meta) with pydicom 3 or 2
+    (MONAI Label's environment has pydicom 2, whose keyword for that is ``write_like_original=False``)."""
+    import pydicom
+
+    if int(pydicom.__version__.split(".")[0]) >= 3:
+        ds.save_as(path, enforce_file_format=True)
+    else:  # pragma: no cover - pydicom 2, in MONAI Label's environment
+        ds.save_as(path, write_like_original=False)
+
+
 def write_segmentation(path: os.PathLike | str, seg) -> Path:
     """Write ``seg`` to ``path`` atomically (a temporary file beside it, then ``os.replace``)."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        seg.save_as(tmp, enforce_file_format=True)
+        save_dataset(seg, tmp)
     return path
 
 
@@ -253,4 +315,4 @@ class SaveDicomSegd(MapTransform):
 
 
 __all__ = ("SaveDicomSeg", "SaveDicomSegd", "make_segmentation", "presence_call", "read_film_header",
-           "write_segmentation")
+           "save_dataset", "write_segmentation")

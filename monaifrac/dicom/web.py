@@ -27,6 +27,7 @@ failure changes nothing but the instances already stored or files already writte
 from __future__ import annotations
 
 import contextlib
+import inspect
 import ipaddress
 import os
 import re
@@ -121,22 +122,37 @@ def connect(url: str, user: str | None = None, password: str | None = None,
     Raises:
         PacsError: ``url`` is not an http(s) URL, or only half the credentials are given.
     """
-    import requests
     from dicomweb_client.api import DICOMwebClient
 
     auth = credentials(user, password)
     url = url.rstrip("/")
-    session = requests.Session()
+    session = _timeout_session(timeout)
     session.auth = auth
     # a proxy from the environment would see (and mostly refuse) requests meant for this machine
     session.trust_env = not _is_loopback(url)
+    # dicomweb-client 0.60 (the last for pydicom 2, MONAI Label's environment) has no timeout of its
+    # own: the session above gives every request one there
+    extra = {"timeout": timeout} if "timeout" in inspect.signature(DICOMwebClient.__init__).parameters else {}
     try:
-        client = DICOMwebClient(url=url, session=session, timeout=timeout)
+        client = DICOMwebClient(url=url, session=session, **extra)
     except ValueError as err:
         raise PacsError(url, f"not a DICOMweb URL ({err}); expected e.g. http://127.0.0.1:8042/dicom-web") from None
     # dicomweb-client's retrying retries every exception too (refused, timed out), not only those codes
     client.set_http_retry_params(retry=True, max_attempts=ATTEMPTS, wait_exponential_multiplier=500)
     return Pacs(client, url, float(timeout), auth is not None)
+
+
+def _timeout_session(timeout: float):
+    """A :class:`requests.Session` whose requests without a timeout get ``timeout`` seconds."""
+    import requests
+
+    class TimeoutSession(requests.Session):
+        def request(self, method, url, **kwargs):
+            if kwargs.get("timeout") is None:
+                kwargs["timeout"] = timeout
+            return super().request(method, url, **kwargs)
+
+    return TimeoutSession()
 
 
 def _connection_reason(err: Exception) -> str:

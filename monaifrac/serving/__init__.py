@@ -4,4 +4,6 @@
 the project's one reader and needs nothing beyond monaifrac; ``monaifrac/serving/app/`` is the
 MONAI Label app (``main.py``), loaded by ``monailabel start_server --app`` in the MONAI Label
 environment that ``scripts/monailabel-env.sh`` builds. ``scripts/monailabel-serve`` starts it.
+:mod:`monaifrac.serving.datastore` (MONAI Label's environment only: it imports ``monailabel``) is
+the app's datastore over a DICOMweb PACS (``scripts/monailabel-serve --dicomweb URL``).
 """

@@ -12,7 +12,12 @@ it (``scripts/monailabel-serve`` does all of that). What it adds to the sample a
   chooses PyTorch): the ONNX file is cached beside ``model.pt`` under the weights' hash, so a model
   that training has just replaced is exported afresh at the next request, never served stale;
 - training hands the bundle the datastore's films as they are (``train.json`` reads JPG/PNG
-  with the project's reader), each with its id, so the bundle's checks name the film.
+  with the project's reader), each with its id, so the bundle's checks name the film;
+- ``--studies http(s)://.../dicom-web`` (``scripts/monailabel-serve --dicomweb URL``) serves the DX/CR
+  films of a PACS through :class:`monaifrac.serving.datastore.FilmDICOMwebDatastore` instead of
+  MONAI Label's DICOMweb datastore (which converts films to NIfTI and downloads dcmqi from
+  GitHub): an image id is a film's Series Instance UID, a saved label goes back as a DICOM SEG,
+  and a PACS out of reach gets 502/504 with one line, ``/info/`` still answering.
 
 It runs in the MONAI Label environment (``scripts/monailabel-env.sh``), not in monaifrac's own.
 """
@@ -29,6 +34,7 @@ from fastapi import HTTPException
 from monai.transforms import SaveImaged
 
 import monaifrac
+from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.strategy import Strategy
@@ -38,9 +44,12 @@ from monailabel.tasks.activelearning.random import Random
 from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.tasks.train.bundle import BundleTrainTask
 from monailabel.utils.others.generic import get_bundle_models, remove_file, strtobool
+from monaifrac.serving.datastore import FilmDICOMwebDatastore
+from monaifrac.serving.datastore import from_settings as dicomweb_datastore
 from monaifrac.serving.requests import RequestError, check_film, is_upload, resolve_study
 from monaifrac.dicom.seg import SaveDicomSegd
 from monaifrac.networks.onnx import ENGINES, with_engine
+from monaifrac.io import suffix_of
 from monaifrac.transforms import SaveOverlayd
 
 logger = logging.getLogger(__name__)
@@ -84,8 +93,16 @@ class FractureTrainTask(BundleTrainTask):
     """``train.json`` on the datastore's labelled films (image, label and the film's id)."""
 
     def _fetch_datalist(self, request, datastore):
-        return [{"image": d["image"], "label": d["label"], "id": Path(d["image"]).name.split(".")[0]}
+        return [{"image": d["image"], "label": d["label"], "id": _film_id(d["image"])}
                 for d in datastore.datalist() if d]
+
+
+def _film_id(path: str) -> str:
+    """The datastore's id of a film file: its name without the suffix (``film_a.jpg`` -> ``film_a``; a PACS
+    film ``1.2.840.5.dcm`` -> its Series Instance UID ``1.2.840.5``)."""
+    name = Path(path).name
+    suffix = suffix_of(name)
+    return name[: -len(suffix)] if suffix else name
 
 
 class MonaifracApp(MONAILabelApp):
@@ -118,6 +135,17 @@ class MonaifracApp(MONAILabelApp):
                 trainers[name] = task
         return trainers
 
+    def init_remote_datastore(self):
+        # a DICOMweb PACS: monaifrac's datastore of projection films, never MONAI Label's (it would
+        # download dcmqi from GitHub at start and convert every film to NIfTI); XNAT and DSA as MONAI Label has them
+        if settings.MONAI_LABEL_DATASTORE.lower() in ("xnat", "dsa"):
+            return super().init_remote_datastore()
+        store = dicomweb_datastore(self.studies, self.app_dir)
+        problem = store.check_pacs()
+        if problem:
+            logger.warning("the PACS does not answer yet; requests that need it get 502/504 until it does: %s", problem)
+        return store
+
     def init_strategies(self) -> Dict[str, Strategy]:
         return {"random": Random(), "first": First()}
 
@@ -134,7 +162,8 @@ class MonaifracApp(MONAILabelApp):
                     raise
             else:
                 store = datastore or self.datastore()
-                resolve_study(image, store.list_images())
+                if not isinstance(store, FilmDICOMwebDatastore):  # a PACS's datastore checks its ids itself
+                    resolve_study(image, store.list_images())
                 check_film(store.get_image_uri(image), name=image)
         except RequestError as err:
             logger.warning("refused infer request: %s", err)
