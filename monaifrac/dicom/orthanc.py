@@ -89,24 +89,31 @@ def find_dicomweb_plugin() -> str | None:
     return None
 
 
+def apt_install(*packages: str) -> bool:
+    """``apt-get install -y PACKAGES`` where apt exists and we are root (after ``apt-get update`` if the
+    first try fails, as on a machine whose package lists were never fetched). False where apt could not
+    be used or failed; the caller checks for what it needs."""
+    if not (shutil.which("apt-get") and os.geteuid() == 0):
+        return False
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    # noninteractive: no debconf questions; Debian's policy-rc.d in containers keeps the
+    # system-wide Orthanc service from starting, and where it does start it is not this one
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode == 0:
+        return True
+    subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+    return subprocess.run(install, env=env, capture_output=True, timeout=900).returncode == 0
+
+
 def ensure_orthanc_installed() -> bool:
     """True when Orthanc and its DICOMweb plugin are installed, installing them with apt if we may.
 
-    For tests and set-up scripts: when either is missing, ``apt-get`` exists and we are root, runs
-    ``apt-get install -y orthanc orthanc-dicomweb`` (after ``apt-get update`` if that first try
-    fails, as on a machine whose package lists were never fetched). False when they are still
-    missing; the caller decides whether that skips or fails.
+    For tests and set-up scripts: when either is missing, installs ``orthanc orthanc-dicomweb`` with
+    :func:`apt_install`. False when they are still missing; the caller decides whether that skips or fails.
     """
     if find_orthanc() and find_dicomweb_plugin():
         return True
-    if shutil.which("apt-get") and os.geteuid() == 0:
-        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "orthanc", "orthanc-dicomweb"]
-        # noninteractive: no debconf questions; Debian's policy-rc.d in containers keeps the
-        # system-wide Orthanc service from starting, and where it does start it is not this one
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-            subprocess.run(install, env=env, capture_output=True, timeout=900)
+    apt_install("orthanc", "orthanc-dicomweb")
     return bool(find_orthanc() and find_dicomweb_plugin())
 
 
