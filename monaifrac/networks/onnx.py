@@ -90,9 +90,17 @@ def export_onnx(network: torch.nn.Module, path: str | os.PathLike) -> Path:
     try:
         # the exporter prints its progress and warns about its own API: a user of `infer` sees neither
         chatter = io.StringIO()
-        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
-            warnings.simplefilter("ignore")
-            model = convert_to_onnx(net, inputs=[torch.rand(EXPORT_SHAPE)], use_trace=True, **CONVERTER_KWARGS)
+        quiet = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript", "torch.onnx")]
+        levels = [log.level for log in quiet]
+        try:
+            for log in quiet:  # onnx_ir logs each initializer it deduplicates, torch.onnx each op it skips
+                log.setLevel(logging.ERROR)
+            with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
+                warnings.simplefilter("ignore")
+                model = convert_to_onnx(net, inputs=[torch.rand(EXPORT_SHAPE)], use_trace=True, **CONVERTER_KWARGS)
+        finally:
+            for log, level in zip(quiet, levels):
+                log.setLevel(level)
         logger.debug("ONNX exporter output:\n%s", chatter.getvalue())
         import onnx
 
