@@ -48,7 +48,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -176,15 +175,10 @@ class Server:
         return [dict(zip(STAGES, map(float, m.groups()))) for m in LATENCY_LINE.finditer(text)]
 
     def stop(self) -> None:
+        from monaifrac.serving.client import stop_server
+
         if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-            except ProcessLookupError:
-                pass
+            stop_server(self.proc)
         self.log.close()
 
 

@@ -117,6 +117,22 @@ class MonaiLabelClient:
             time.sleep(poll)
 
 
+def stop_server(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Stop a server started in its own session (``start_new_session=True``): SIGTERM to the session's
+    process group (MONAI Label and its children), SIGKILL after ``timeout`` seconds; nothing if it has
+    already gone."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        proc.wait()
+
+
 def _tail(log: str | os.PathLike | None) -> str:
     if log is None:
         return ""

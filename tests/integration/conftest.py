@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from monaifrac.dicom.orthanc import PASSWORD_ENV, USER_ENV
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundle" / "configs"
 TRAIN_JSON = "bundle/configs/train.json"
@@ -95,6 +97,25 @@ def trained(prepared, tmp_path_factory) -> Trained:
                    timeout=400)
     log = check_rc(proc)
     return Trained(prepared, bundle_root, log)
+
+
+# the PACS credentials' environment variables, cleared around the PACS tests
+PACS_ENV_NAMES = (USER_ENV, PASSWORD_ENV)
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory):
+    """A private Orthanc with DICOMweb on 127.0.0.1 (password on) for one test module, stopped after it;
+    the PACS credentials' variables cleared meanwhile. Skips where Orthanc cannot be installed."""
+    from monaifrac.dicom.orthanc import INSTALL_HINT, OrthancServer, ensure_orthanc_installed
+
+    if not ensure_orthanc_installed():
+        pytest.skip(f"no Orthanc with its DICOMweb plugin: {INSTALL_HINT}, to run the PACS tests")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in PACS_ENV_NAMES:
+            mp.delenv(name, raising=False)
+        with OrthancServer(tmp_path_factory.mktemp("pacs")) as server:
+            yield server
 
 
 @pytest.fixture

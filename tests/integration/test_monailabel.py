@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -24,6 +23,7 @@ from PIL import Image
 
 from monaifrac.serving.client import MonaiLabelClient as Client
 from monaifrac.serving.client import free_port as _free_port
+from monaifrac.serving.client import stop_server
 from tests.conftest import draw_film, save_image, stored_for_orientation
 from tests.integration.conftest import INFERENCE_JSON, REPO, bundle_cmd, check_rc, run_cmd
 
@@ -90,12 +90,7 @@ def server(tmp_path_factory):
             time.sleep(1)
         yield client, root, expected
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_server(proc)
         log.close()
 
 

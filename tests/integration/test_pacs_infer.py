@@ -34,13 +34,11 @@ from dicomweb_client.session_utils import create_session_from_user_pass
 
 from monaifrac.cli import main
 from monaifrac.dicom import orthanc as orthanc_module
-from monaifrac.dicom.orthanc import INSTALL_HINT, OrthancServer, ensure_orthanc_installed
 from monaifrac.io import read_label_map, read_radiograph
-from tests.integration.conftest import REPO
+from tests.integration.conftest import PACS_ENV_NAMES as ENV_NAMES, REPO
 
 pytestmark = pytest.mark.slow
 
-ENV_NAMES = (orthanc_module.USER_ENV, orthanc_module.PASSWORD_ENV)
 N_FILMS = 3
 SMALL_FILMS = ["--set", "film_max_side=192", "film_long_side=192"]  # the trained bundle's scale (160 x 192 films)
 
@@ -76,17 +74,6 @@ def one_error_line(proc: subprocess.CompletedProcess, command: str) -> str:
     assert len(lines) == 1 and lines[0].startswith(f"monaifrac {command}: error: "), proc.stderr
     assert proc.stdout == ""
     return lines[0]
-
-
-@pytest.fixture(scope="module")
-def pacs(tmp_path_factory):
-    if not ensure_orthanc_installed():
-        pytest.skip(f"no Orthanc with its DICOMweb plugin: {INSTALL_HINT}, to run the PACS tests")
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ENV_NAMES:
-            mp.delenv(name, raising=False)
-        with OrthancServer(tmp_path_factory.mktemp("pacs")) as server:
-            yield server
 
 
 def credentials_env(pacs, password: str | None = None) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import threading
@@ -31,17 +30,15 @@ from PIL import Image
 
 from monaifrac.dicom import orthanc as orthanc_module
 from monaifrac.dicom.films import write_dx
-from monaifrac.dicom.orthanc import INSTALL_HINT, OrthancServer, ensure_orthanc_installed
 from monaifrac.dicom.web import push
 from monaifrac.serving.client import MODEL
 from monaifrac.serving.client import MonaiLabelClient as Client
-from monaifrac.serving.client import free_port
+from monaifrac.serving.client import free_port, stop_server
 from tests.conftest import draw_film
-from tests.integration.conftest import INFERENCE_JSON, REPO, bundle_cmd, check_rc, run_cmd
+from tests.integration.conftest import INFERENCE_JSON, PACS_ENV_NAMES as ENV_NAMES, REPO, bundle_cmd, check_rc, run_cmd
 
 pytestmark = pytest.mark.slow
 
-ENV_NAMES = (orthanc_module.USER_ENV, orthanc_module.PASSWORD_ENV)
 H, W = 200, 150
 TIMEOUT_S = 4  # --timeout of the server: a silent PACS costs 3 tries of it
 
@@ -161,17 +158,6 @@ class Gate:
         return f"http://127.0.0.1:{self.port}/dicom-web"
 
 
-@pytest.fixture(scope="module")
-def pacs(tmp_path_factory):
-    if not ensure_orthanc_installed():
-        pytest.skip(f"no Orthanc with its DICOMweb plugin: {INSTALL_HINT}, to run the PACS tests")
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ENV_NAMES:
-            mp.delenv(name, raising=False)
-        with OrthancServer(tmp_path_factory.mktemp("pacs")) as server:
-            yield server
-
-
 def _pacs_client(pacs) -> DICOMwebClient:
     session = create_session_from_user_pass(*pacs.auth)
     session.trust_env = False
@@ -232,15 +218,7 @@ def served(pacs, tmp_path_factory):
         yield {"client": client, "root": root, "expected": expected, "gate": gate, "pacs": pacs, "log": log_path,
                "m1": m1, "cr": cr, "other": other, "pair_series": pair_series}
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)  # the server's session: MONAI Label and its children
-        except ProcessLookupError:
-            pass  # exited by itself
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_server(proc)  # the server's session: MONAI Label and its children
         log.close()
         gate.close()
 
