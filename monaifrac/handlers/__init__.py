@@ -16,6 +16,7 @@ configs use (``monaifrac.handlers.TrainingRunState``):
 * :mod:`.run_state`: :class:`TrainingRunState`, :func:`epoch_seed`, :class:`TrainingStateSaver` and
   :class:`TrainingStateLoader`, for resuming a run exactly.
 * :mod:`.guards`: :class:`StopOnNonFiniteLoss` and its :class:`TrainingDiverged`.
+* :mod:`.memory`: :class:`TrimHeapBeforeWorkers` (no freed memory shared with forked workers).
 
 Imports between them run one way (``run_state`` → ``checkpoints`` → ``guards``; the others
 import none of them), and none imports this package.
@@ -23,6 +24,7 @@ import none of them), and none imports this package.
 
 from monaifrac.handlers.checkpoints import AtomicCheckpointSaver, WeightsLoader
 from monaifrac.handlers.guards import StopOnNonFiniteLoss, TrainingDiverged
+from monaifrac.handlers.memory import TrimHeapBeforeWorkers
 from monaifrac.handlers.outputs import PREDICTIONS_COLUMNS, MetricsJSONWriter, PredictionsCSVWriter
 from monaifrac.handlers.presence import PresenceMetrics
 from monaifrac.handlers.run_state import TrainingRunState, TrainingStateLoader, TrainingStateSaver, epoch_seed
@@ -35,4 +37,5 @@ __all__ = [
     "AtomicCheckpointSaver", "WeightsLoader",
     "epoch_seed", "TrainingRunState", "TrainingStateSaver", "TrainingStateLoader",
     "TrainingDiverged", "StopOnNonFiniteLoss",
+    "TrimHeapBeforeWorkers",
 ]

@@ -28,8 +28,10 @@ repeated in all three channels.
 
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Iterator, Sequence
 
 import torch
 from monai.networks.blocks import BaseEncoder
@@ -46,6 +48,7 @@ from monai.networks.nets.efficientnet import (
 )
 from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 __all__ = ["EfficientNetLiteEncoder", "LITE_PARAMS", "LiteMBConvBlock", "MissingWeightsError", "pretrained_weights_path"]
 
@@ -102,6 +105,30 @@ def pretrained_weights_path(model_name: str) -> str:
     return getattr(package, f"EfficientnetLite{n}ModelFile").get_model_file_path()
 
 
+@contextmanager
+def _running_stats_kept(module: nn.Module) -> Iterator[None]:
+    """Leave the batch-norm buffers of ``module`` as they were before the block runs again.
+
+    Why: activation checkpointing recomputes a block's forward pass in training mode, and a
+    batch norm in training mode updates its running mean, variance and batch count each time
+    it runs; the recomputation would count every batch twice.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats]
+    kept = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in norms]
+    try:
+        yield
+    finally:
+        for m, (mean, var, count) in zip(norms, kept):
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+            m.num_batches_tracked.copy_(count)
+
+
+def _checkpoint_contexts(module: nn.Module):
+    """``checkpoint``'s ``context_fn``: nothing around the first forward, the buffers kept around the recomputation."""
+    return nullcontext(), _running_stats_kept(module)
+
+
 class LiteMBConvBlock(MBConvBlock):
     """MONAI's ``MBConvBlock`` as EfficientNet-Lite has it: ReLU6, no squeeze-and-excitation.
 
@@ -138,6 +165,12 @@ class EfficientNetLiteEncoder(nn.Module, BaseEncoder):
         normalize: scale an input in [0, 1] as the ImageNet network expects (module docstring).
         norm: normalisation layer; TensorFlow's batch norm (eps 1e-3, momentum 0.01) by default.
         drop_connect_rate: stochastic depth of the last block, scaled down linearly towards the first.
+        activation_checkpointing: in training, keep only each block's input and recompute the block
+            in the backward pass (:func:`torch.utils.checkpoint.checkpoint`). Why: a block's
+            expanded activations (6x its channels, at strides 2-4 on a whole film) are most of a
+            training step's memory; recomputing them costs one more forward of the encoder. The
+            gradients, the batch-norm statistics and the random draws of stochastic depth are
+            those of the plain network (:func:`_running_stats_kept`). Also settable as an attribute.
 
     ``forward(x)``: x (B, in_channels, H, W), H and W multiples of 32 for exact TensorFlow padding
     (FlexibleUNet pads the decoder, not the input: use a divisor-32 padding outside) →
@@ -149,8 +182,10 @@ class EfficientNetLiteEncoder(nn.Module, BaseEncoder):
 
     def __init__(self, model_name: str = "efficientnet-lite0", pretrained: bool = True, spatial_dims: int = 2,
                  in_channels: int = 1, normalize: bool = True,
-                 norm: str | tuple = ("batch", {"eps": 1e-3, "momentum": 0.01}), drop_connect_rate: float = 0.2):
+                 norm: str | tuple = ("batch", {"eps": 1e-3, "momentum": 0.01}), drop_connect_rate: float = 0.2,
+                 activation_checkpointing: bool = False):
         super().__init__()
+        self.activation_checkpointing = bool(activation_checkpointing)
         if model_name not in LITE_PARAMS:
             raise ValueError(f"unknown backbone {model_name!r}; one of {', '.join(LITE_PARAMS)}")
         if pretrained and (spatial_dims != 2 or in_channels not in (1, 3)):
@@ -221,8 +256,13 @@ class EfficientNetLiteEncoder(nn.Module, BaseEncoder):
             x = (x - self.input_mean) / self.input_std
         x = self._relu(self._bn0(self._conv_stem(self._conv_stem_padding(x))))
         features: list[torch.Tensor] = []
+        checkpointed = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self._blocks):
-            x = block(x)
+            if torch.jit.is_scripting() or not checkpointed:  # TorchScript compiles this branch only
+                x = block(x)
+            else:
+                x = checkpoint(block, x, use_reentrant=False,
+                               context_fn=functools.partial(_checkpoint_contexts, block))
             if i in self._feature_blocks:
                 features.append(x)
         return features

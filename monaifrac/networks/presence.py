@@ -29,6 +29,10 @@ class PresenceFlexibleUNet(FlexibleUNet):
     Args:
         presence_hidden: channels of the head's 1x1 convolution on the deepest features.
         presence_dropout: dropout before the head's last layer.
+        activation_checkpointing: recompute the encoder's blocks in the backward pass instead of
+            keeping their activations (where the backbone supports it, as the EfficientNet-Lite
+            encoders do: :class:`~monaifrac.networks.efficientnet_lite.EfficientNetLiteEncoder`);
+            same gradients, less memory, one more encoder forward per training step.
         All others: :class:`~monai.networks.nets.FlexibleUNet`'s.
 
     ``forward(x)``: x (B, in_channels, H, W) → (B, out_channels + 1, H, W): channels
@@ -38,10 +42,16 @@ class PresenceFlexibleUNet(FlexibleUNet):
     """
 
     def __init__(self, in_channels: int, out_channels: int, backbone: str, pretrained: bool = False,
-                 presence_hidden: int = 128, presence_dropout: float = 0.2, **kwargs):
+                 presence_hidden: int = 128, presence_dropout: float = 0.2, activation_checkpointing: bool = False,
+                 **kwargs):
         super().__init__(in_channels, out_channels, backbone, pretrained=pretrained, **kwargs)
         if self.spatial_dims != 2:
             raise ValueError(f"the presence output is built for 2D images, got spatial_dims={self.spatial_dims}")
+        if activation_checkpointing:
+            if not hasattr(self.encoder, "activation_checkpointing"):
+                raise ValueError(f"backbone {backbone!r} has no activation checkpointing (the efficientnet-lite "
+                                 "backbones have)")
+            self.encoder.activation_checkpointing = True
         channels = self._deepest_channels(backbone)
         self.presence_head = nn.Sequential(
             nn.Conv2d(channels, presence_hidden, kernel_size=1),
