@@ -165,12 +165,13 @@ class EfficientNetLiteEncoder(nn.Module, BaseEncoder):
         normalize: scale an input in [0, 1] as the ImageNet network expects (module docstring).
         norm: normalisation layer; TensorFlow's batch norm (eps 1e-3, momentum 0.01) by default.
         drop_connect_rate: stochastic depth of the last block, scaled down linearly towards the first.
-        activation_checkpointing: in training, keep only each block's input and recompute the block
-            in the backward pass (:func:`torch.utils.checkpoint.checkpoint`). Why: a block's
-            expanded activations (6x its channels, at strides 2-4 on a whole film) are most of a
-            training step's memory; recomputing them costs one more forward of the encoder. The
-            gradients, the batch-norm statistics and the random draws of stochastic depth are
-            those of the plain network (:func:`_running_stats_kept`). Also settable as an attribute.
+        activation_checkpointing: in training, keep only the inputs of the stem and of each block
+            and recompute them in the backward pass (:func:`torch.utils.checkpoint.checkpoint`).
+            Why: a block's expanded activations (6x its channels, at strides 2-4 on a whole film)
+            are most of a training step's memory; recomputing them costs one more forward of the
+            encoder. The gradients, the batch-norm statistics and the random draws of stochastic
+            depth are those of the plain network (:func:`_running_stats_kept`). Also settable as
+            an attribute.
 
     ``forward(x)``: x (B, in_channels, H, W), H and W multiples of 32 for exact TensorFlow padding
     (FlexibleUNet pads the decoder, not the input: use a divisor-32 padding outside) →
@@ -254,11 +255,15 @@ class EfficientNetLiteEncoder(nn.Module, BaseEncoder):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.normalize:
             x = (x - self.input_mean) / self.input_std
-        x = self._relu(self._bn0(self._conv_stem(self._conv_stem_padding(x))))
-        features: list[torch.Tensor] = []
         checkpointed = self.activation_checkpointing and self.training and torch.is_grad_enabled()
+        if torch.jit.is_scripting() or not checkpointed:  # TorchScript compiles this branch only
+            x = self._stem(x)
+        else:
+            x = checkpoint(self._stem, x, use_reentrant=False,
+                           context_fn=functools.partial(_checkpoint_contexts, self._bn0))
+        features: list[torch.Tensor] = []
         for i, block in enumerate(self._blocks):
-            if torch.jit.is_scripting() or not checkpointed:  # TorchScript compiles this branch only
+            if torch.jit.is_scripting() or not checkpointed:
                 x = block(x)
             else:
                 x = checkpoint(block, x, use_reentrant=False,
@@ -266,6 +271,9 @@ class EfficientNetLiteEncoder(nn.Module, BaseEncoder):
             if i in self._feature_blocks:
                 features.append(x)
         return features
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self._relu(self._bn0(self._conv_stem(self._conv_stem_padding(x))))
 
     @classmethod
     def get_encoder_parameters(cls) -> list[dict]:

@@ -1,4 +1,4 @@
-"""Activation checkpointing of the EfficientNet-Lite encoder: the plain network's step, with far less kept for backward."""
+"""Activation checkpointing of the EfficientNet-Lite encoder: the plain network's step, far less kept for backward."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def _step(checkpointing: bool, saved: list[int] | None = None):
     out = net.segmentation_head(net.decoder(features, net.skip_connect))
     out.square().mean().backward()
     after = torch.rand(4)  # where the random stream stands after the step (stochastic depth draws from it)
-    return out.detach(), {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}, net.state_dict(), after
+    grads = {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
+    return out.detach(), grads, net.state_dict(), after
 
 
 def test_checkpointed_encoder_gives_the_plain_networks_gradients_and_batch_norm_statistics():
