@@ -15,9 +15,6 @@ from tests.integration.conftest import (BASIC_UNET_JSON, PATCHES_JSON, UNET_JSON
 
 pytestmark = pytest.mark.slow
 
-PERCENTILE_ARGS = ("lower", "upper", "b_min", "b_max", "clip", "relative", "channel_wise", "dtype")
-
-
 def parser_of(*names: str):
     from monai.bundle import ConfigParser
 
@@ -121,16 +118,26 @@ def test_sliding_window_override_swaps_the_film_inferer_in_validation_and_infere
 
 
 def test_intensity_scaling_is_the_same_for_training_and_inference():
+    """Training takes the window where inference does and scales to the same range (in two steps: the cache
+    between them holds each film at its own bit depth)."""
     train, infer = parser_of(TRAIN_JSON), parser_of(INFERENCE_JSON)
-    train_args = only(train.get("train#deterministic_transforms"), "monaifrac.transforms.ScaleIntensityRangePercentilesd")
+    window = only(train.get("train#deterministic_transforms"), "monaifrac.transforms.PercentileWindowd")
+    scaling = train.get("train#intensity_scaling")
+    assert scaling["_target_"] == "monaifrac.transforms.ScaleIntensityWindowd"
     infer_args = only(infer.get("preprocessing#transforms"), "monaifrac.transforms.ScaleIntensityRangePercentilesd")
-    assert {k: train_args.get(k) for k in PERCENTILE_ARGS} == {k: infer_args.get(k) for k in PERCENTILE_ARGS}
-    assert train_args["lower"] == 0.5 and train_args["upper"] == 99.5  # the values metadata.json documents
+    assert {k: window[k] for k in ("lower", "upper")} == {k: infer_args[k] for k in ("lower", "upper")}
+    assert {k: scaling[k] for k in ("b_min", "b_max", "clip")} == {k: infer_args[k] for k in ("b_min", "b_max", "clip")}
+    assert not infer_args.get("relative") and not infer_args.get("channel_wise")  # what the two steps implement
+    assert window["lower"] == 0.5 and window["upper"] == 99.5  # the values metadata.json documents
+    # the scaling is the first thing a drawn film meets, in both recipes, and validation scales when drawn too
+    assert train.get("train#random_transforms")[0] == "@train#intensity_scaling"
+    assert parser_of(TRAIN_JSON, PATCHES_JSON).get("train#random_transforms")[1] == "@train#intensity_scaling"
+    assert train.get("validate#draw_transforms#transforms") == ["%train#intensity_scaling"]
 
 
 @pytest.mark.parametrize("stem", ["IMG0000003", "IMG0000004", "IMG0000002"], ids=["exif8", "exif6", "plain"])
 def test_inference_preprocessing_of_a_jpg_equals_evaluation_preprocessing_of_its_nifti(prepared, stem):
-    """What `monaifrac evaluate` scores is what `monaifrac infer` labels (training's validation cache rounds to float16)."""
+    """What `monaifrac evaluate` scores is what `monaifrac infer` labels."""
     from monaifrac.data.synth import plan_images
 
     spec = next(s for s in plan_images(16) if s.stem == stem)
@@ -147,52 +154,68 @@ def test_inference_preprocessing_of_a_jpg_equals_evaluation_preprocessing_of_its
     assert np.ptp(np.asarray(from_jpg)) > 0.5
 
 
+def _film_as_inference_scales_it(path: str) -> torch.Tensor:
+    from monai.transforms import LoadImage
+
+    from monaifrac.transforms import ScaleIntensityRangePercentiles
+
+    film = LoadImage(reader="monaifrac.io.RadiographReader", image_only=True, ensure_channel_first=True)(path)
+    return ScaleIntensityRangePercentiles(0.5, 99.5, 0.0, 1.0, clip=True)(film)
+
+
 @pytest.mark.parametrize("recipe", ["whole_film", "patches"])
-def test_training_cache_holds_float16_films_and_training_sees_float32_crops(prepared, tmp_path, recipe):
-    """cache_dtype: the cached films take half the bytes, round by at most 2**-12, and what training sees (whole
-    films, or the crops of ``patches.json``) is float32 again."""
-    caches = {}
-    for name, dtype in (("float16", "$torch.float16"), ("float32", "$torch.float32")):
-        parser = parser_of(TRAIN_JSON, *([PATCHES_JSON] if recipe == "patches" else []))
-        parser.update({"dataset_dir": str(prepared.dataset_dir), "bundle_root": str(tmp_path / name),
-                       "num_workers": 0, "cache_dtype": dtype, "film_max_side": 192, "film_long_side": 192})
-        caches[name] = parser.get_parsed_content("train#dataset")
-    half, full = caches["float16"], caches["float32"]
-    assert len(half._cache) == len(full._cache) == len(prepared.section("training"))
-    for a, b in zip(half._cache, full._cache):
-        assert a["image"].dtype == torch.float16 and b["image"].dtype == torch.float32
-        assert a["image"].nbytes * 2 == b["image"].nbytes
-        assert float((a["image"].float() - b["image"]).abs().max()) <= 2 ** -12
-        assert torch.equal(torch.as_tensor(a["label"]), torch.as_tensor(b["label"]))
-    crops = half[0]
+def test_training_cache_holds_films_at_their_own_bit_depth_and_training_sees_float32_crops(prepared, tmp_path,
+                                                                                           recipe):
+    """The cache holds each film as its file does (uint8 for a JPEG: one byte a pixel, a quarter of float32)
+    with its window taken before LimitLongSided resamples it; what training sees (whole films, or the crops of
+    ``patches.json``) is float32 in [0, 1]."""
+    from monai.transforms import LoadImage
+
+    from monaifrac.transforms import percentile_window
+
+    parser = parser_of(TRAIN_JSON, *([PATCHES_JSON] if recipe == "patches" else []))
+    # 128 px: every synthetic film (160-192 px) is resampled, as FracAtlas' large scans are
+    parser.update({"dataset_dir": str(prepared.dataset_dir), "bundle_root": str(tmp_path),
+                   "num_workers": 0, "film_max_side": 128, "film_long_side": 128})
+    dataset = parser.get_parsed_content("train#dataset")
+    assert len(dataset._cache) == len(prepared.section("training"))
+    for item, entry in zip(dataset._cache, dataset.data):
+        assert item["image"].dtype == torch.uint8 and item["label"].dtype == torch.uint8
+        if recipe == "whole_film":
+            assert max(item["image"].shape[1:]) == 128  # resampled, and still uint8
+        as_read = LoadImage(reader="monaifrac.io.RadiographReader", image_only=True)(entry["image"])
+        assert max(as_read.shape) > 128 and item["image_window"] == percentile_window(as_read, 0.5, 99.5)
+    crops = dataset[0]
     if recipe == "whole_film":  # one film, padded to film_size
-        assert isinstance(crops, dict) and tuple(crops["image"].shape) == (1, 192, 192)
+        assert isinstance(crops, dict) and tuple(crops["image"].shape) == (1, 128, 128)
         crops = [crops]
     assert crops and all(c["image"].dtype == torch.float32 and c["label"].dtype == torch.int64 for c in crops)
+    assert all("image_window" not in c for c in crops)  # consumed by the scaling, not collated
+    assert all(float(c["image"].min()) >= -0.2 and float(c["image"].max()) <= 1.2 for c in crops)  # [0, 1], ±10 %
     # augmentation runs untracked: plain tensors reach the loader (no MetaTensor bookkeeping per crop)
     assert all(type(c[key]) is torch.Tensor for c in crops for key in ("image", "label"))
 
 
-def test_validation_cache_holds_float16_films_and_the_evaluator_gets_float32(prepared, tmp_path):
+def test_validation_cache_holds_films_at_their_own_bit_depth_and_the_evaluator_gets_what_inference_sees(
+        prepared, tmp_path):
     from monai.data import DataLoader
-
-    from monaifrac.engines import PrepareBatchFloat
 
     parser = parser_of(TRAIN_JSON)
     parser.update({"dataset_dir": str(prepared.dataset_dir), "bundle_root": str(tmp_path), "num_workers": 0})
     dataset = parser.get_parsed_content("validate#dataset")
-    assert dataset._cache and all(item["image"].dtype == torch.float16 for item in dataset._cache)
-    prepare = parser.get_parsed_content("validate#evaluator").prepare_batch
-    assert isinstance(prepare, PrepareBatchFloat)
+    assert dataset._cache and all(item["image"].dtype == torch.uint8 for item in dataset._cache)
     batch = next(iter(DataLoader(dataset, batch_size=1)))
-    image, label = prepare(batch, torch.device("cpu"))
-    assert image.dtype == torch.float32 and torch.equal(image, batch["image"].float())
+    image, label = parser.get_parsed_content("validate#evaluator").prepare_batch(batch, torch.device("cpu"))
+    assert image.dtype == torch.float32 and "image_window" not in batch
+    # exactly the film inference scales: the cache costs no precision
+    assert torch.equal(image[0].as_tensor(), _film_as_inference_scales_it(dataset.data[0]["image"]).as_tensor())
     assert torch.equal(torch.as_tensor(label), torch.as_tensor(batch["label"]))
     assert image.meta["filename_or_obj"] == batch["image"].meta["filename_or_obj"]  # metadata kept for the report
-    # evaluation does not cache: its films stay float32, as inference reads them
+    # evaluation does not cache and reads the same films
     evaluate = parser_of(TRAIN_JSON, EVALUATE_JSON)
     evaluate.update({"dataset_dir": str(prepared.dataset_dir), "bundle_root": str(tmp_path), "num_workers": 0})
-    assert evaluate.get_parsed_content("validate#dataset")[0]["image"].dtype == torch.float32
+    evaluated = evaluate.get_parsed_content("validate#dataset")[0]["image"]
+    assert evaluated.dtype == torch.float32 and torch.equal(evaluated.as_tensor(), image[0].as_tensor())
 
 
 @pytest.mark.parametrize("workflow_type, configs", [

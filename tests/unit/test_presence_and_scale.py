@@ -70,6 +70,21 @@ def test_limit_long_side_shrinks_only_large_films():
         LimitLongSide(400, 454)
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.uint16])
+def test_limit_long_side_keeps_an_integer_film_at_its_own_bit_depth(dtype):
+    """A film cached at its own bit depth stays there when a scan is resampled: the float resampling, rounded."""
+    top = 255 if dtype == torch.uint8 else 4095
+    big = torch.randint(0, top + 1, (1, 1200, 900), dtype=torch.int32).to(dtype)
+    out = LimitLongSide(480, 454)(big)
+    reference = LimitLongSide(480, 454)(big.float())
+    assert out.dtype == dtype and tuple(out.shape) == tuple(reference.shape)
+    assert torch.equal(out.float(), reference.round())
+    label = torch.zeros(1, 1200, 900, dtype=torch.uint8)
+    label[0, 500:600, 400:500] = 2
+    resampled = LimitLongSided("label", 480, 454, mode="nearest")({"label": label})["label"]
+    assert resampled.dtype == torch.uint8 and set(torch.unique(resampled).tolist()) == {0, 2}
+
+
 class Probe(torch.nn.Module):
     """Records the input shape; returns 3 channels: zeros, the input, a ramp over the first dim."""
 
