@@ -1,4 +1,5 @@
-"""Reading checkpoints: weights only, with one clear error for a bad file; random states in a form they can hold.
+"""Reading checkpoints: weights only, with one clear error for a bad file; random states in a form they
+can hold; the mean of several networks' weights.
 
 Every checkpoint monaifrac loads (resume, warm start, evaluation, inference, ensembles) goes
 through :func:`read_checkpoint`, which uses ``torch.load(weights_only=True)``: tensors,
@@ -135,3 +136,49 @@ def set_transform_rng_states(obj, states: list[dict]) -> bool:
     for t, s in zip(targets, states):
         t.R.set_state(numpy_state_from_plain(s))
     return True
+
+
+# --------------------------------------------------------------------------- weight averaging
+
+
+def model_state(saved, path: os.PathLike | str) -> dict:
+    """The network's state dict in what :func:`read_checkpoint` returned: a training checkpoint's ``"model"``
+    entry, or the file itself where it holds only the network (``model.pt``)."""
+    if isinstance(saved, dict) and isinstance(saved.get("model"), dict):
+        return saved["model"]
+    if isinstance(saved, dict) and saved and all(isinstance(v, torch.Tensor) for v in saved.values()):
+        return saved
+    raise InputError(path, "holds no network weights (neither a state dict nor a training checkpoint's 'model')")
+
+
+def average_weights(paths: list[os.PathLike | str]) -> dict:
+    """The mean of the networks' weights in ``paths``: each floating-point tensor averaged, element by element
+    (in float64, stored back in its own dtype), each integer tensor (batch norm's ``num_batches_tracked``)
+    taken from the last file.
+
+    Averaging the epochs of one run's late schedule ("stochastic weight averaging") gives one network
+    that costs what one costs at inference, where an ensemble of the same checkpoints costs their number.
+    The batch-norm running statistics are averaged like the weights, an approximation of the statistics
+    of the averaged network's own activations.
+
+    Raises:
+        InputError: a file unreadable, without network weights, or with other tensor names or shapes than
+            the first.
+    """
+    if not paths:
+        raise ValueError("no checkpoints to average")
+    total: dict[str, torch.Tensor] = {}
+    last: dict[str, torch.Tensor] = {}
+    for i, path in enumerate(paths):
+        state = model_state(read_checkpoint(path), path)
+        if i and set(state) != set(last):
+            diff = sorted(set(state) ^ set(last))
+            raise InputError(path, f"other tensors than {paths[0]} ({len(diff)} differ, e.g. {diff[0]!r})")
+        for name, tensor in state.items():
+            if i and tensor.shape != last[name].shape:
+                raise InputError(path, f"{name!r} is {tuple(tensor.shape)}, {tuple(last[name].shape)} in {paths[0]}")
+            if tensor.is_floating_point():
+                total[name] = total[name] + tensor.double() if i else tensor.double()
+            last[name] = tensor
+    return {name: (total[name] / len(paths)).to(tensor.dtype) if tensor.is_floating_point() else tensor
+            for name, tensor in last.items()}

@@ -144,6 +144,19 @@ def _cmd_calibrate(args) -> int:
     return 0
 
 
+def _cmd_average(args) -> int:
+    import torch
+
+    from monaifrac.checkpoints import average_weights
+    from monaifrac.io import atomic_path
+
+    state = average_weights(args.checkpoints)
+    with atomic_path(args.out) as tmp:
+        torch.save(state, tmp)
+    print(f"wrote {args.out}: the mean of {len(args.checkpoints)} networks' weights ({len(state)} tensors)")
+    return 0
+
+
 def _cmd_score(args) -> int:
     from monaifrac.evaluation.score import score_predictions
 
@@ -307,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for calibration.json")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the AUC intervals")
     p.set_defaults(func=_cmd_calibrate)
+
+    p = sub.add_parser("average", help="one network with the mean weights of several checkpoints of a run "
+                                       "(stochastic weight averaging)")
+    p.add_argument("checkpoints", nargs="+", help="model.pt or checkpoint_epoch=N.pt files of one network")
+    p.add_argument("--out", required=True, help="the averaged weights, a model.pt for --model or bundle/models")
+    p.set_defaults(func=_cmd_average)
 
     p = sub.add_parser("score", help="score label maps (and predictions.csv) against a FracAtlas-layout folder")
     p.add_argument("pred_dir", help="<film id>.png label maps {0,1,2} or binary fracture masks, optional predictions.csv")
