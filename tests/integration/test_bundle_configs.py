@@ -246,3 +246,15 @@ def test_config_workflow_has_every_required_property(workflow_type, configs, tra
         assert workflow.max_epochs == 100 and len(workflow.train_dataset_data) > 0
     else:
         assert workflow.network_def is not None
+
+
+def test_keep_checkpoints_sets_how_many_epoch_checkpoints_the_saver_keeps(prepared, tmp_path):
+    """`monaifrac average` needs the late epochs' checkpoints: keep_checkpoints keeps the last N (default 1)."""
+    from monaifrac.handlers import TrainingStateSaver
+
+    for overrides, expected in (({}, 1), ({"keep_checkpoints": 4}, 4)):
+        parser = parser_of(TRAIN_JSON)
+        parser.update({"dataset_dir": str(prepared.dataset_dir), "bundle_root": str(tmp_path), "num_workers": 0,
+                       **overrides})
+        savers = [h for h in parser.get_parsed_content("train#handlers") if isinstance(h, TrainingStateSaver)]
+        assert len(savers) == 1 and savers[0]._interval_checkpoint.n_saved == expected  # ignite.handlers.Checkpoint
