@@ -11,8 +11,9 @@
 # The recipe (bundle/docs/README.md, "The shipped model"): train.json as it is, the EfficientNet-Lite0 U-Net
 # with its presence output from the ImageNet weights, whole films, every fractured training film and as many
 # normal ones drawn anew each epoch, AdamW lr 1e-3 on an EPOCHS cosine (default 30). The shipped weights are
-# the end of the schedule: the "model" entry of RUN_DIR/train/models/checkpoint_final.pt, copied to
-# RUN_DIR/model.pt (the best epoch by the key metric, picked on the valid films, is train/models/model.pt), and
+# the end of the schedule: the weights of the last epoch's checkpoint, RUN_DIR/model.pt (AVERAGE=K: the mean
+# weights of the last K epochs, `monaifrac average`; the best epoch by the key metric, picked on the valid
+# films, is train/models/model.pt), and
 # scripts/evaluate_model.sh gives its figures in RUN_DIR/valid/.
 # An interrupted training resumes exactly from its last checkpoint_epoch=N.pt when the script is run again; a
 # finished one (checkpoint_final.pt) is not run again. NORMALS= (empty) leaves the extra normals out; SET="id=value ..."
@@ -26,7 +27,8 @@ RUN=${2:-runs/shipped}
 NORMALS=${NORMALS-../shared/data/fracatlas-normals}
 EPOCHS=${EPOCHS:-30}
 WORKERS=${WORKERS:-2}
-read -r -a SETS <<< "num_workers=$WORKERS ${SET:-}"
+AVERAGE=${AVERAGE:-1}
+read -r -a SETS <<< "num_workers=$WORKERS keep_checkpoints=$AVERAGE ${SET:-}"
 
 SOURCES=("$FRACATLAS")
 if [ -n "$NORMALS" ] && [ -d "$NORMALS" ]; then SOURCES+=("$NORMALS"); fi
@@ -43,10 +45,10 @@ else
     echo "   TensorBoard: tensorboard --logdir $ROOT/eval"
     monaifrac train "$RUN/prepared" --bundle-root "$ROOT" --epochs "$EPOCHS" --set "${SETS[@]}" "${RESUME[@]}"
 fi
-python - "$ROOT/models/checkpoint_final.pt" "$RUN/model.pt" <<'PY'
-import sys, torch
-torch.save(torch.load(sys.argv[1], map_location="cpu", weights_only=True)["model"], sys.argv[2])
-PY
+# the mean weights of the schedule's last AVERAGE epochs (1: the end of the schedule itself)
+mapfile -t LAST < <(ls -v "$ROOT"/models/checkpoint_epoch=*.pt | tail -n "$AVERAGE")
+echo "== average: ${LAST[*]##*/}"
+monaifrac average "${LAST[@]}" --out "$RUN/model.pt"
 
 bash scripts/evaluate_model.sh "$RUN/model.pt" "$RUN/prepared" "$RUN/valid" "${SOURCES[@]}"
 echo "weights: $RUN/model.pt"

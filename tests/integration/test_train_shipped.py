@@ -5,6 +5,7 @@ import os
 import subprocess
 
 import pytest
+import torch
 
 from tests.integration.conftest import REPO
 
@@ -24,6 +25,10 @@ def test_recipe_prepares_trains_calibrates_evaluates_scores_and_reports(tmp_path
     assert proc.returncode == 0, proc.stdout[-5000:]
     assert "== train: 1 epochs from the ImageNet weights" in proc.stdout
     assert (run / "train" / "models" / "checkpoint_final.pt").is_file() and (run / "model.pt").is_file()
+    # AVERAGE=1 (the default): the shipped weights are the end of the schedule, tensor for tensor
+    final = torch.load(run / "train" / "models" / "checkpoint_final.pt", weights_only=True)["model"]
+    shipped = torch.load(run / "model.pt", weights_only=True)
+    assert set(shipped) == set(final) and all(torch.equal(shipped[k], final[k]) for k in final)
     calibration = json.loads((run / "valid" / "calibration.json").read_text())
     assert len(calibration["presence_fusion"]) == 3
     evaluated = json.loads((run / "valid" / "eval" / "metrics.json").read_text())
