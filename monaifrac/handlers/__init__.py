@@ -15,7 +15,7 @@ configs use (``monaifrac.handlers.TrainingRunState``):
 * :mod:`.checkpoints`: :class:`AtomicCheckpointSaver` and :class:`WeightsLoader`.
 * :mod:`.run_state`: :class:`TrainingRunState`, :func:`epoch_seed`, :class:`TrainingStateSaver` and
   :class:`TrainingStateLoader`, for resuming a run exactly.
-* :mod:`.guards`: :class:`StopOnNonFiniteLoss` and its :class:`TrainingDiverged`.
+* :mod:`.guards`: :class:`StopOnNonFiniteLoss` and its :class:`TrainingDiverged`; :class:`StopAtEpoch`.
 * :mod:`.memory`: :class:`TrimHeapBeforeWorkers` (no freed memory shared with forked workers).
 
 Imports between them run one way (``run_state`` → ``checkpoints`` → ``guards``; the others
@@ -23,7 +23,7 @@ import none of them), and none imports this package.
 """
 
 from monaifrac.handlers.checkpoints import AtomicCheckpointSaver, WeightsLoader
-from monaifrac.handlers.guards import StopOnNonFiniteLoss, TrainingDiverged
+from monaifrac.handlers.guards import StopAtEpoch, StopOnNonFiniteLoss, TrainingDiverged
 from monaifrac.handlers.memory import TrimHeapBeforeWorkers
 from monaifrac.handlers.outputs import PREDICTIONS_COLUMNS, MetricsJSONWriter, PredictionsCSVWriter
 from monaifrac.handlers.presence import PresenceMetrics
@@ -36,6 +36,6 @@ __all__ = [
     "MetricsJSONWriter", "PredictionsCSVWriter", "PREDICTIONS_COLUMNS",
     "AtomicCheckpointSaver", "WeightsLoader",
     "epoch_seed", "TrainingRunState", "TrainingStateSaver", "TrainingStateLoader",
-    "TrainingDiverged", "StopOnNonFiniteLoss",
+    "TrainingDiverged", "StopOnNonFiniteLoss", "StopAtEpoch",
     "TrimHeapBeforeWorkers",
 ]

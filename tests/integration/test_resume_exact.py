@@ -7,7 +7,8 @@ thread, the same count for every run, so float sums add up in the same order):
 - ``sup/A`` and ``sup/C``: ``train.json``, 3 epochs, uninterrupted (C checks determinism);
 - ``sup/B``: the same, SIGKILLed in epoch 2 (after its first iteration), then resumed from
   ``models/checkpoint_epoch=1.pt`` into the same bundle root;
-- ``gan/A`` and ``gan/B``: the same pair for ``train.json`` + ``train_gan.json``.
+- ``gan/A`` and ``gan/B``: the same pair for ``train.json`` + ``train_gan.json``;
+- ``sup/S``: ``train.json`` stopped by ``--stop_epoch 1`` (a part of the 3-epoch schedule), then resumed.
 
 Small on purpose: 8 training films, 32 x 32 patches, 4 iterations an epoch, 2 validation films.
 """
@@ -94,7 +95,8 @@ def runs(prepared, tmp_path_factory):
              "sup/C": Run(train_args(TRAIN_JSON, data, root / "sup" / "C")),
              "sup/B": Run(train_args(TRAIN_JSON, data, root / "sup" / "B"), kill_at=KILL_AT),
              "gan/A": Run(train_args(GAN_CONFIG, data, root / "gan" / "A")),
-             "gan/B": Run(train_args(GAN_CONFIG, data, root / "gan" / "B"), kill_at=KILL_AT)}
+             "gan/B": Run(train_args(GAN_CONFIG, data, root / "gan" / "B"), kill_at=KILL_AT),
+             "sup/S": Run(train_args(TRAIN_JSON, data, root / "sup" / "S", "--stop_epoch", "1"))}
     wait_all(first.values())
     out = {name: {"root": root / name, "log": run.check(-signal.SIGKILL if name.endswith("B") else 0)}
            for name, run in first.items()}
@@ -103,12 +105,18 @@ def runs(prepared, tmp_path_factory):
         b = out[f"{mode}/B"]
         b["after_kill"] = sorted(p.name for p in (b["root"] / "models").iterdir())
         b["events_before_resume"] = set((b["root"] / "eval").glob("events.out.tfevents.*"))
+    s = out["sup/S"]
+    s["after_stop"] = sorted(p.name for p in (s["root"] / "models").iterdir())
+    s["stopped_final"] = load(s["root"] / "models" / "checkpoint_final.pt")
+    s["stopped_epoch_1"] = load(s["root"] / "models" / "checkpoint_epoch=1.pt")
     resumed = {mode: Run(train_args(config, data, root / mode / "B", "--resume_from",
                                     str(root / mode / "B" / "models" / "checkpoint_epoch=1.pt")))
                for mode, config in modes.items()}
+    resumed["sup/S"] = Run(train_args(TRAIN_JSON, data, s["root"], "--resume_from",
+                                      str(s["root"] / "models" / "checkpoint_epoch=1.pt")))
     wait_all(resumed.values())
-    for mode, run in resumed.items():
-        out[f"{mode}/B"]["resumed_log"] = run.check()
+    for name, run in resumed.items():
+        out[name if "/" in name else f"{name}/B"]["resumed_log"] = run.check()
     return out
 
 
@@ -210,6 +218,24 @@ def test_killed_mid_epoch_then_resumed_ends_equal_to_an_uninterrupted_run(runs, 
     assert set(resumed) == set(whole)
     for tag, values in resumed.items():
         assert values == {step: whole[tag][step] for step in values}, tag
+
+
+def test_stop_epoch_ends_the_run_after_that_epoch_and_resuming_continues_exactly(runs):
+    """``stop_epoch`` stops a 3-epoch schedule after epoch 1 as a finished run ends (rc 0, epoch 1's
+    checkpoint and a final one holding epoch 1's state); resumed with the same max_epochs, the run ends
+    equal to one never stopped (the learning rate followed the 3-epoch cosine throughout)."""
+    a, s = runs["sup/A"], runs["sup/S"]
+    assert "stop_epoch 1 reached (of max_epochs 3)" in s["log"], s["log"][-3000:]
+    assert s["after_stop"] == ["checkpoint_epoch=1.pt", "checkpoint_final.pt", "model.pt"], s["after_stop"]
+    epoch_length = s["stopped_final"]["trainer"]["epoch_length"]
+    assert s["stopped_final"]["trainer"]["iteration"] == epoch_length  # one epoch, then the run ended
+    assert s["stopped_final"]["trainer"]["max_epochs"] == 3
+    assert_same(s["stopped_final"]["model"], s["stopped_epoch_1"]["model"])
+    # the stopped run's one epoch is the uninterrupted run's first (same lr: the 3-epoch cosine's)
+    assert scalars(*events(s["root"]))["val_fracture_dice"][1] == scalars(*events(a["root"]))["val_fracture_dice"][1]
+
+    assert completed_epochs(s["resumed_log"]) == [2, 3]
+    assert_same(load(a["root"] / "models" / "checkpoint_final.pt"), load(s["root"] / "models" / "checkpoint_final.pt"))
 
 
 def test_two_identical_runs_give_identical_metrics_and_weights(runs):
