@@ -1,5 +1,5 @@
 """Reading checkpoints: weights only, with one clear error for a bad file; random states in a form they
-can hold; the mean of several networks' weights.
+can hold; the mean of several networks' weights, and its batch-norm statistics re-estimated.
 
 Every checkpoint monaifrac loads (resume, warm start, evaluation, inference, ensembles) goes
 through :func:`read_checkpoint`, which uses ``torch.load(weights_only=True)``: tensors,
@@ -182,3 +182,46 @@ def average_weights(paths: list[os.PathLike | str]) -> dict:
             last[name] = tensor
     return {name: (total[name] / len(paths)).to(tensor.dtype) if tensor.is_floating_point() else tensor
             for name, tensor in last.items()}
+
+
+def update_batch_norm(network: torch.nn.Module, loader, model_file: os.PathLike | str,
+                      output_file: os.PathLike | str, device: torch.device | str = "cpu") -> dict:
+    """Load ``model_file`` into ``network``, re-estimate its batch-norm running statistics on ``loader``'s
+    images, and save the network's weights to ``output_file``; nothing else changes.
+
+    Averaged weights (:func:`average_weights`) carry averaged statistics; the averaged network's own
+    activations have others. ``torch.optim.swa_utils.update_bn`` recomputes them: every batch-norm layer's
+    running mean and variance become the equal-weight mean over the batches of the batch statistics, in
+    training mode without gradients (the SWA paper's step). The loader is the training loader
+    (``train#dataloader``: films as training sees them, augmented, padded to a batch).
+
+    Args:
+        network: the network ``model_file``'s weights belong to (its weights are overwritten).
+        loader: yields dicts with ``"image"`` (B, C, H, W).
+        model_file, output_file: a ``model.pt`` or training checkpoint; the weights written (atomically).
+        device: where the forward passes run.
+
+    Returns:
+        ``{"batches": n, "films": n, "layers": n}`` for the log.
+    """
+    from torch.optim.swa_utils import update_bn
+
+    from monaifrac.io import atomic_path
+
+    network.load_state_dict(model_state(read_checkpoint(model_file), model_file))
+    layers = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not layers:
+        raise InputError(model_file, "the network has no batch-norm layer to update")
+    counts = {"batches": 0, "films": 0, "layers": len(layers)}
+
+    def images():
+        for batch in loader:
+            counts["batches"] += 1
+            counts["films"] += len(batch["image"])
+            yield torch.as_tensor(batch["image"])
+
+    update_bn(images(), network, device=torch.device(device))
+    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    with atomic_path(output_file) as tmp:
+        torch.save(state, tmp)
+    return counts

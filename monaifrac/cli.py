@@ -145,15 +145,30 @@ def _cmd_calibrate(args) -> int:
 
 
 def _cmd_average(args) -> int:
+    import tempfile
+
     import torch
 
     from monaifrac.checkpoints import average_weights
     from monaifrac.io import atomic_path
 
     state = average_weights(args.checkpoints)
-    with atomic_path(args.out) as tmp:
-        torch.save(state, tmp)
-    print(f"wrote {args.out}: the mean of {len(args.checkpoints)} networks' weights ({len(state)} tensors)")
+    if not args.bn_data:
+        with atomic_path(args.out) as tmp:
+            torch.save(state, tmp)
+        print(f"wrote {args.out}: the mean of {len(args.checkpoints)} networks' weights ({len(state)} tensors)")
+        return 0
+    from monaifrac.bundle import run_bundle
+
+    # the averaged weights go to a temporary folder; the re-estimated ones, written atomically, to --out
+    with tempfile.TemporaryDirectory(prefix="average-") as tmp:
+        mean_file = Path(tmp) / "mean.pt"
+        torch.save(state, mean_file)
+        run_bundle(["train", "update_bn"] + _variant_configs(args), bundle_root=args.bundle_root,
+                   **_bundle_overrides(args, dataset_dir=args.bn_data, model_file=str(mean_file),
+                                       output_file=str(args.out), **_network_overrides(args)))
+    print(f"wrote {args.out}: the mean of {len(args.checkpoints)} networks' weights, batch-norm statistics "
+          f"re-estimated on the training films of {args.bn_data}")
     return 0
 
 
@@ -325,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(stochastic weight averaging)")
     p.add_argument("checkpoints", nargs="+", help="model.pt or checkpoint_epoch=N.pt files of one network")
     p.add_argument("--out", required=True, help="the averaged weights, a model.pt for --model or bundle/models")
+    p.add_argument("--bn-data", metavar="DATASET_DIR", help="re-estimate the batch-norm statistics of the averaged "
+                   "network on an epoch of this prepared folder's training films (configs/update_bn.json); "
+                   "default: the statistics are averaged like the weights")
+    _add_bundle_options(p)
     p.set_defaults(func=_cmd_average)
 
     p = sub.add_parser("score", help="score label maps (and predictions.csv) against a FracAtlas-layout folder")

@@ -67,3 +67,40 @@ def test_checkpoints_of_other_networks_are_refused_naming_the_file(tmp_path):
         average_weights([tmp_path / "a.pt", tmp_path / "missing.pt"])
     assert main(["average", str(tmp_path / "a.pt"), str(tmp_path / "other.pt"), "--out", str(tmp_path / "x.pt")]) != 0
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_update_batch_norm_sets_the_statistics_of_the_network_s_own_activations_and_nothing_else(tmp_path):
+    """The running mean / variance become the equal-weight mean over the loader's batches of each batch's
+    statistics (what `monaifrac average --bn-data` runs on the averaged network); the weights are untouched."""
+    from monaifrac.checkpoints import update_batch_norm
+
+    source = small_net(1)
+    torch.save({"model": source.state_dict()}, tmp_path / "mean.pt")  # a training checkpoint's layout
+    g = torch.Generator().manual_seed(0)
+    batches = [{"image": torch.randn(3, 1, 10, 10, generator=g) * 2 + 1, "label": torch.zeros(3)} for _ in range(4)]
+
+    net = small_net(5)  # other weights and statistics: the file's must be the ones loaded
+    counts = update_batch_norm(net, batches, tmp_path / "mean.pt", tmp_path / "bn.pt")
+    assert counts == {"batches": 4, "films": 12, "layers": 1}
+
+    with torch.no_grad():
+        conv = [source[0](b["image"]) for b in batches]  # the batch-norm layer's inputs, batch by batch
+    mean = torch.stack([c.mean(dim=(0, 2, 3)) for c in conv]).mean(0)
+    var = torch.stack([c.transpose(0, 1).reshape(4, -1).var(dim=1, unbiased=True) for c in conv]).mean(0)
+    saved = torch.load(tmp_path / "bn.pt", weights_only=True)
+    assert torch.allclose(saved["1.running_mean"], mean, atol=1e-5)
+    assert torch.allclose(saved["1.running_var"], var, atol=1e-5)
+    assert not torch.allclose(saved["1.running_mean"], source.state_dict()["1.running_mean"], atol=1e-3)
+    for name, value in source.state_dict().items():
+        if "running" not in name and "num_batches" not in name:
+            assert torch.equal(saved[name], value), name
+
+
+def test_update_batch_norm_refuses_a_network_without_batch_norm(tmp_path):
+    from monaifrac.checkpoints import update_batch_norm
+
+    net = torch.nn.Conv2d(1, 2, 3)
+    torch.save(net.state_dict(), tmp_path / "m.pt")
+    with pytest.raises(InputError, match="no batch-norm layer"):
+        update_batch_norm(net, [], tmp_path / "m.pt", tmp_path / "out.pt")
+    assert not (tmp_path / "out.pt").exists()
