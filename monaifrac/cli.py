@@ -179,7 +179,8 @@ def _cmd_score(args) -> int:
                                threshold=args.threshold, n_boot=args.bootstrap, seed=args.seed)
     f, p = result["fracture"], result["presence"]
     summary = {"films": result["films"], "fractured": result["fractured"], "normal": result["normal"],
-               "dice_pos": f["dice_pos"]["value"], "dice_pos_ci95": f["dice_pos"]["ci95"], "dice": f["dice"],
+               "dice_pos": f["dice_pos"]["value"], "dice_pos_ci95": f["dice_pos"]["ci95"],
+               "dice_hit": f["dice_hit"]["value"], "dice": f["dice"],
                "iou": f["iou"], "hd95_mean": f["hd95_mean"],
                "roc_auc": p.get("roc_auc", {}).get("value"), "sensitivity": p["sensitivity"],
                "specificity": p["specificity"], "outcomes": result["outcomes"]}

@@ -166,6 +166,8 @@ def _metric_table(result: dict) -> str:
     f, p = result.get("fracture", {}), result.get("presence", {})
     rows = [
         ("dice_pos (Dice per fractured film, mean)", _ci(f.get("dice_pos")), f"{f.get('dice_pos', {}).get('n', 0)} films"),
+        ("Dice per fractured film found (the label map overlaps its fracture), mean",
+         _num(f.get("dice_hit", {}).get("value")), f"{f.get('dice_hit', {}).get('n', 0)} films"),
         ("Dice, pooled over all films", _num(f.get("dice")), ""),
         ("IoU, pooled", _num(f.get("iou")), ""),
         ("Dice per film, mean (empty/empty = 1)", _num(f.get("dice_mean")), ""),

@@ -201,6 +201,9 @@ def summarise(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
         "hd95_mean": _mean(r["hd95"] for r in rows),
         "hd95_median": float(np.median([r["hd95"] for r in rows])) if rows else float("nan"),
         "hd95_mean_fractured": _mean(r["hd95"] for r in pos),
+        # dice_pos = (hits / fractured films) x dice_hit: how often the fracture is found at all, apart from
+        # how well a found one is outlined
+        "dice_hit": {"value": _mean(r["dice"] for r in pos if r["tp"] > 0), "n": sum(r["tp"] > 0 for r in pos)},
     }
     for kind in metrics.POOLED:
         fracture[kind] = metrics.pooled([r["_pairs"][kind] for r in rows])
