@@ -10,11 +10,11 @@
 #
 # The recipe (bundle/docs/README.md, "The shipped model"): train.json as it is, the EfficientNet-Lite0 U-Net
 # with its presence output from the ImageNet weights, whole films, every fractured training film and as many
-# normal ones drawn anew each epoch, AdamW lr 1e-3 on an EPOCHS cosine (default 30). The shipped weights are
-# the end of the schedule: the weights of the last epoch's checkpoint, RUN_DIR/model.pt (AVERAGE=K: the mean
-# weights of the last K epochs, `monaifrac average`; the best epoch by the key metric, picked on the valid
-# films, is train/models/model.pt), and
-# scripts/evaluate_model.sh gives its figures in RUN_DIR/valid/.
+# normal ones drawn anew each epoch, AdamW lr 1e-3 on an EPOCHS cosine (default 30). The shipped weights,
+# RUN_DIR/model.pt, are the mean weights of the schedule's last AVERAGE epochs (`monaifrac average`; default 14,
+# epochs 17-30 of 30, the window the card measured best against the end of the schedule and shorter windows;
+# AVERAGE=1: the last epoch's weights; the best epoch by the key metric, picked on the valid films, is
+# train/models/model.pt), and scripts/evaluate_model.sh gives its figures in RUN_DIR/valid/.
 # An interrupted training resumes exactly from its last checkpoint_epoch=N.pt when the script is run again; a
 # finished one (checkpoint_final.pt) is not run again. NORMALS= (empty) leaves the extra normals out; SET="id=value ..."
 # passes more overrides to every bundle run.
@@ -27,7 +27,7 @@ RUN=${2:-runs/shipped}
 NORMALS=${NORMALS-../shared/data/fracatlas-normals}
 EPOCHS=${EPOCHS:-30}
 WORKERS=${WORKERS:-2}
-AVERAGE=${AVERAGE:-1}
+AVERAGE=${AVERAGE:-14}
 read -r -a SETS <<< "num_workers=$WORKERS keep_checkpoints=$AVERAGE ${SET:-}"
 
 SOURCES=("$FRACATLAS")
@@ -45,7 +45,7 @@ else
     echo "   TensorBoard: tensorboard --logdir $ROOT/eval"
     monaifrac train "$RUN/prepared" --bundle-root "$ROOT" --epochs "$EPOCHS" --set "${SETS[@]}" "${RESUME[@]}"
 fi
-# the mean weights of the schedule's last AVERAGE epochs (1: the end of the schedule itself)
+# the mean weights of the schedule's last AVERAGE epochs (as many as there are, if fewer)
 mapfile -t LAST < <(ls -v "$ROOT"/models/checkpoint_epoch=*.pt | tail -n "$AVERAGE")
 echo "== average: ${LAST[*]##*/}"
 monaifrac average "${LAST[@]}" --out "$RUN/model.pt"

@@ -186,11 +186,17 @@ def _mean(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def _median(values) -> float:
+    values = list(values)
+    return float(np.median(values)) if values else float("nan")
+
+
 def summarise(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
     """Every figure over ``rows`` (one group of films): fracture segmentation, presence, bone."""
     pos = [r for r in rows if r["truth_fractured"]]
     neg = [r for r in rows if not r["truth_fractured"]]
     dice_pos = np.array([r["dice"] for r in pos], dtype=np.float64)
+    hits, missed = [r for r in pos if r["tp"] > 0], [r for r in pos if r["tp"] == 0]
     out: dict = {"films": len(rows), "fractured": len(pos), "normal": len(neg)}
     fracture = {
         "dice_pos": {"value": float(dice_pos.mean()) if pos else 0.0, "n": len(pos),
@@ -203,7 +209,13 @@ def summarise(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
         "hd95_mean_fractured": _mean(r["hd95"] for r in pos),
         # dice_pos = (hits / fractured films) x dice_hit: how often the fracture is found at all, apart from
         # how well a found one is outlined
-        "dice_hit": {"value": _mean(r["dice"] for r in pos if r["tp"] > 0), "n": sum(r["tp"] > 0 for r in pos)},
+        "dice_hit": {"value": _mean(r["dice"] for r in pos if r["tp"] > 0), "n": len(hits),
+                     "truth_px_median": _median(r["truth_px"] for r in hits)},
+        # the fractured films missed (no overlap): how many got no fracture pixel at all, how many the
+        # image-level call still found, and how large their fractures are
+        "missed": {"n": len(missed), "no_fracture_pixel": sum(r["pred_px"] == 0 for r in missed),
+                   "called_fractured": sum(bool(r["called_fractured"]) for r in missed),
+                   "truth_px_median": _median(r["truth_px"] for r in missed)},
     }
     for kind in metrics.POOLED:
         fracture[kind] = metrics.pooled([r["_pairs"][kind] for r in rows])

@@ -1,4 +1,4 @@
-"""``scripts/train_shipped.sh``: the shipped model's recipe, end to end, on synthetic films (1 epoch)."""
+"""``scripts/train_shipped.sh``: the shipped model's recipe, end to end, on synthetic films (2 epochs)."""
 
 import json
 import os
@@ -17,18 +17,26 @@ def test_recipe_prepares_trains_calibrates_evaluates_scores_and_reports(tmp_path
 
     make_synthetic_fracatlas(tmp_path / "atlas", n=16, seed=1)
     run = tmp_path / "run"
-    env = dict(os.environ, EPOCHS="1", WORKERS="0", NORMALS="",
+    env = dict(os.environ, EPOCHS="2", WORKERS="0", NORMALS="",
                SET="film_max_side=192 film_long_side=192 batch_size=2")
     cmd = ["bash", "scripts/train_shipped.sh", str(tmp_path / "atlas"), str(run)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           timeout=1200)
     assert proc.returncode == 0, proc.stdout[-5000:]
-    assert "== train: 1 epochs from the ImageNet weights" in proc.stdout
+    assert "== train: 2 epochs from the ImageNet weights" in proc.stdout
     assert (run / "train" / "models" / "checkpoint_final.pt").is_file() and (run / "model.pt").is_file()
-    # AVERAGE=1 (the default): the shipped weights are the end of the schedule, tensor for tensor
-    final = torch.load(run / "train" / "models" / "checkpoint_final.pt", weights_only=True)["model"]
+    # the shipped weights are the mean of the schedule's last AVERAGE (default 14) epochs: here both, kept
+    # by keep_checkpoints=AVERAGE, tensor for tensor
+    from monaifrac.checkpoints import average_weights
+
+    models = run / "train" / "models"
+    epochs = sorted(p.name for p in models.glob("checkpoint_epoch=*.pt"))
+    assert epochs == ["checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt"], epochs
+    mean = average_weights([models / e for e in epochs])
     shipped = torch.load(run / "model.pt", weights_only=True)
-    assert set(shipped) == set(final) and all(torch.equal(shipped[k], final[k]) for k in final)
+    assert set(shipped) == set(mean) and all(torch.equal(shipped[k], mean[k]) for k in mean)
+    final = torch.load(models / "checkpoint_final.pt", weights_only=True)["model"]
+    assert not all(torch.equal(shipped[k], final[k]) for k in final)  # not merely the last epoch's
     calibration = json.loads((run / "valid" / "calibration.json").read_text())
     assert len(calibration["presence_fusion"]) == 3
     evaluated = json.loads((run / "valid" / "eval" / "metrics.json").read_text())

@@ -103,7 +103,10 @@ def test_pooled_and_summary_figures(scored, tmp_path):
     result, rows = scored
     f = result["fracture"]
     assert f["dice_pos"]["value"] == pytest.approx(0.25) and f["dice_pos"]["n"] == 2
-    assert f["dice_hit"] == {"value": pytest.approx(0.5), "n": 1}  # A found (Dice 0.5), D missed
+    assert f["dice_hit"] == {"value": pytest.approx(0.5), "n": 1, "truth_px_median": 16}  # A found (Dice 0.5)
+    # D missed: no fracture pixel in its map, and its score (0.4) under the 0.5 call
+    assert f["missed"] == {"n": 1, "no_fracture_pixel": 1, "called_fractured": 0,
+                           "truth_px_median": int(rows["D"]["truth_px"])}
     assert f["dice"] == pytest.approx(16 / 51)  # 2*8 / (19 predicted + 32 true)
     assert f["iou"] == pytest.approx(8 / 43)
     assert f["precision"] == pytest.approx(8 / 19) and f["recall"] == pytest.approx(8 / 32)
