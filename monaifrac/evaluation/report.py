@@ -164,13 +164,14 @@ def order_rows(rows: list[dict]) -> list[dict]:
 
 def _metric_table(result: dict) -> str:
     f, p = result.get("fracture", {}), result.get("presence", {})
+    hit, missed = f.get("dice_hit", {}), f.get("missed", {})
     rows = [
         ("dice_pos (Dice per fractured film, mean)", _ci(f.get("dice_pos")), f"{f.get('dice_pos', {}).get('n', 0)} films"),
-        ("Dice per fractured film found (the label map overlaps its fracture), mean",
-         _num(f.get("dice_hit", {}).get("value")), f"{f.get('dice_hit', {}).get('n', 0)} films"),
-        ("fractured films missed (no overlap with the fracture)", str(f.get("missed", {}).get("n", "–")),
-         f"{f.get('missed', {}).get('no_fracture_pixel', '–')} with no fracture pixel, "
-         f"{f.get('missed', {}).get('called_fractured', '–')} still called fractured"),
+        ("Dice per fractured film found (the label map overlaps its fracture), mean", _num(hit.get("value")),
+         f"{hit.get('n', 0)} films"),
+        ("fractured films missed (no overlap with the fracture)", str(missed.get("n", "–")),
+         f"{missed.get('no_fracture_pixel', '–')} with no fracture pixel, "
+         f"{missed.get('called_fractured', '–')} still called fractured"),
         ("Dice, pooled over all films", _num(f.get("dice")), ""),
         ("IoU, pooled", _num(f.get("iou")), ""),
         ("Dice per film, mean (empty/empty = 1)", _num(f.get("dice_mean")), ""),

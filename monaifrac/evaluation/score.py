@@ -209,7 +209,7 @@ def summarise(rows: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
         "hd95_mean_fractured": _mean(r["hd95"] for r in pos),
         # dice_pos = (hits / fractured films) x dice_hit: how often the fracture is found at all, apart from
         # how well a found one is outlined
-        "dice_hit": {"value": _mean(r["dice"] for r in pos if r["tp"] > 0), "n": len(hits),
+        "dice_hit": {"value": _mean(r["dice"] for r in hits), "n": len(hits),
                      "truth_px_median": _median(r["truth_px"] for r in hits)},
         # the fractured films missed (no overlap): how many got no fracture pixel at all, how many the
         # image-level call still found, and how large their fractures are
