@@ -89,6 +89,15 @@ def _cmd_infer(args) -> int:
     return 0
 
 
+def _cmd_quantize(args) -> int:
+    from monaifrac.bundle import run_bundle
+
+    run_bundle(["inference", "quantize"] + _variant_configs(args), bundle_root=args.bundle_root,
+               **_bundle_overrides(args, dataset_dir=args.dataset_dir, model_file=args.model,
+                                   calibration_films=args.films, **_network_overrides(args)))
+    return 0
+
+
 def _cmd_pacs_push(args) -> int:
     from monaifrac.dicom.web import push
 
@@ -214,6 +223,8 @@ def _cmd_export_nnunet(args) -> int:
     return 0
 
 
+#: monaifrac.networks.onnx.ENGINES, spelled out so that building the parser imports no torch
+ENGINES = ("torch", "onnxruntime", "onnxruntime-int8")
 NETWORKS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "unet", "basic_unet")
 
 
@@ -306,11 +317,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "the film and its left-right and up-down flips)")
     p.add_argument("--dicom-seg", action="store_true", help="also write <stem>.seg.dcm for each DICOM film: a DICOM "
                                                             "Segmentation (bone, fracture) of the film, for the PACS")
-    p.add_argument("--engine", choices=("torch", "onnxruntime"),
+    p.add_argument("--engine", choices=ENGINES,
                    help="what runs the network: onnxruntime (the default on a CPU: faster; the ONNX file is exported "
-                        "once per weights and cached beside them) or torch (the default on a GPU and under bf16)")
+                        "once per weights and cached beside them), torch (the default on a GPU and under bf16) or "
+                        "onnxruntime-int8 (the weights' int8 file, made by `monaifrac quantize`)")
     _add_bundle_options(p)
     p.set_defaults(func=_cmd_infer)
+
+    p = sub.add_parser("quantize", help="the int8 ONNX file of the weights for --engine onnxruntime-int8, "
+                                        "calibrated on training films (configs/quantize.json)")
+    p.add_argument("dataset_dir", help="a folder written by `monaifrac prepare`: its training films calibrate")
+    p.add_argument("--model", help="weights (default <bundle-root>/models/model.pt); the int8 file goes beside them "
+                                   "as <stem>.<weights hash>.int8.onnx")
+    p.add_argument("--films", type=int, help="calibration films, half fractured (default 48)")
+    _add_bundle_options(p)
+    p.set_defaults(func=_cmd_quantize)
 
     p = sub.add_parser("check", help="integrity check of a prepared dataset (what training runs first)")
     p.add_argument("dataset_dir", help="a folder written by `monaifrac prepare`")
@@ -416,9 +437,10 @@ def main(argv: list[str] | None = None) -> int:
         # MONAI wraps a config expression's error ("Failed to evaluate ...") around ours, e.g. a
         # missing datalist.json; show the user the cause, not the parser's traceback.
         from monaifrac.handlers import TrainingDiverged
+        from monaifrac.networks.onnx import EngineError
 
         cause = _root_cause(err)
-        if not isinstance(cause, (OSError, DataError, InputError, ValueError, TrainingDiverged)):
+        if not isinstance(cause, (OSError, DataError, InputError, ValueError, TrainingDiverged, EngineError)):
             raise
     except (OSError, DataError, InputError) as err:
         cause = err

@@ -38,8 +38,9 @@ against the rest, per film.
 in-memory films, alternating film by film: ``inference.json`` + CONFIG (e.g. ``bundle/configs/unet.json``,
 the earlier UNet, with its own inferer and bf16 setting) and MODEL's weights. Prints both and the ratio.
 
-``--engine torch|onnxruntime``: the engine of every configuration above (default: ``inference.json``'s,
-ONNX Runtime on a CPU). ``--engines torch onnxruntime``: the engines side by side, the model alone on
+``--engine torch|onnxruntime|onnxruntime-int8``: the engine of every configuration above (default:
+``inference.json``'s, ONNX Runtime on a CPU; int8 needs the weights' int8 file, ``monaifrac quantize``).
+``--engines torch onnxruntime onnxruntime-int8``: the engines side by side, the model alone on
 each (same films in memory, same inferer, films rotating which engine goes first, the ONNX file
 exported before the timing) and ``default`` end to end with each; prints per-film times, the ratio to
 the first engine and the largest logit difference.
@@ -113,14 +114,15 @@ def model_only(files: list[str], model: str, **overrides) -> float:
     return (time.perf_counter() - start) / len(films)
 
 
-def model_only_against(files: list[str], model: str, baseline_config: str, baseline_model: str) -> dict:
-    """Seconds per film of the inferer alone for the bundle's network and for a baseline network
-    (``inference.json`` + ``baseline_config``, e.g. ``configs/unet.json``, with ``baseline_model``'s
-    weights), each with its own config's inferer and precision, side by side: films in memory,
-    alternating film by film which network goes first."""
+def model_only_against(files: list[str], model: str, baseline_config: str, baseline_model: str,
+                       engine: str | None = None) -> dict:
+    """Seconds per film of the inferer alone for the bundle's network (under ``engine``, default
+    ``inference.json``'s) and for a baseline network (``inference.json`` + ``baseline_config``, e.g.
+    ``configs/unet.json``, with ``baseline_model``'s weights), each with its own config's inferer and
+    precision, side by side: films in memory, alternating film by film which network goes first."""
     import torch
 
-    films, inferer, network = _films_and_network(files, model)
+    films, inferer, network = _films_and_network(files, model, **({"engine": engine} if engine else {}))
     base_films, base_inferer, base_network = _films_and_network(files, baseline_model, (baseline_config,))
     runs = {"default": (films, inferer, network), "baseline": (base_films, base_inferer, base_network)}
     times = dict.fromkeys(runs, 0.0)
@@ -237,11 +239,19 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if "onnxruntime" in (args.engines or []) + [args.engine]:  # fail now, not after the PyTorch runs
-        try:
+    if any(str(e).startswith("onnxruntime") for e in (args.engines or []) + [args.engine]):  # fail now, not after
+        try:                                                                                  # the PyTorch runs
             import onnxruntime  # noqa: F401
         except ImportError:
             print("error: engine onnxruntime needs onnxruntime: pip install onnxruntime", file=sys.stderr)
+            return 2
+    if "onnxruntime-int8" in (args.engines or []) + [args.engine]:
+        from monaifrac.networks.onnx import EngineError, ready
+
+        try:
+            ready([_films_and_network([], args.model, engine="onnxruntime-int8")[2]])
+        except EngineError as err:
+            print(f"error: {err}", file=sys.stderr)
             return 2
     for model in [args.model] + ([args.baseline[1]] if args.baseline else []):
         if not Path(model).is_file():
@@ -288,12 +298,12 @@ def main() -> int:
     base = results["default"]["per_film_s"]
     per_round = [(tn - t1) / (len(films) - 1) / a for tn, t1, a in
                  zip(timings["default"]["T_N_s"], timings["default"]["T_1_s"], alone_rounds)]
-    print(f"{'configuration':<12} {'per film (s)':>12} {'films/s':>8} {'x default':>10} "
+    print(f"{'configuration':<24} {'per film (s)':>12} {'films/s':>8} {'x default':>10} "
           f"{'one film, in-process, with config parsing (s)':>46}")
     for name, r in results.items():
-        print(f"{name:<12} {r['per_film_s']:>12.3f} {1 / r['per_film_s']:>8.1f} {r['per_film_s'] / base:>10.2f} "
+        print(f"{name:<24} {r['per_film_s']:>12.3f} {1 / r['per_film_s']:>8.1f} {r['per_film_s'] / base:>10.2f} "
               f"{r['T_1_s']:>46.2f}")
-    print(f"{'model only':<12} {alone:>12.3f} {1 / alone:>8.1f} {alone / base:>10.2f}   (the inferer on in-memory films)")
+    print(f"{'model only':<24} {alone:>12.3f} {1 / alone:>8.1f} {alone / base:>10.2f}   (the inferer on in-memory films)")
     print(f"end-to-end / model-only (default): {base / alone:.2f}   (goal <= 1.25)"
           + (f"; per round {' '.join(f'{r:.2f}' for r in per_round)}" if args.rounds > 1 else ""))
     singles = {}
@@ -359,11 +369,11 @@ def main() -> int:
                  if "onnxruntime" in engines else "") + "):")
         for e, t in engines["per_film_s"].items():
             diff = engines["max_abs_diff_logits"].get(e)
-            print(f"  {e:<12} {t:>10.3f}   x {first} {engines['over_first'][e]:.2f}"
+            print(f"  {e:<16} {t:>10.3f}   x {first} {engines['over_first'][e]:.2f}"
                   + (f", max |logit difference| {diff:.1e}" if diff is not None else ""))
     against = None
     if args.baseline:
-        against = model_only_against(films, args.model, *args.baseline)
+        against = model_only_against(films, args.model, *args.baseline, engine=args.engine)
         print(f"model only, side by side with {args.baseline[0]} + {args.baseline[1]} (films alternate which goes "
               f"first; each network with its own config's inferer and precision):")
         print(f"{'  default':<12} {against['default_per_film_s']:>12.3f}")

@@ -14,6 +14,11 @@ next forward, never a stale one.
 
 Why an engine switch at all: on the 2-core CPU of this project's CI, ONNX Runtime runs the shipped
 network faster than PyTorch eager (``scripts/bench_infer.py --engines`` prints both, side by side).
+
+``onnxruntime-int8`` runs ``<stem>.<hash>.int8.onnx`` instead: the same network statically quantized
+(``monaifrac quantize``, :mod:`monaifrac.networks.quantize`). It is never made on the fly, since its
+activation ranges come from calibration films a user serving the bundle may not have; where it is
+missing the engine says how to make it.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-ENGINES = ("torch", "onnxruntime")
+ENGINES = ("torch", "onnxruntime", "onnxruntime-int8")
+#: the int8 file's name ends so, after ``<stem>.<hash>`` (``monaifrac.networks.quantize`` writes it)
+INT8_SUFFIX = ".int8.onnx"
 
 #: ``monai.networks.convert_to_onnx`` arguments of the model card's ``onnx_export`` command.
 CONVERTER_KWARGS = {
@@ -126,6 +133,8 @@ class OnnxRuntimeNetwork(torch.nn.Module):
             cannot be written (a bundle installed read-only), :func:`user_cache_dir` is used.
         name: the file name's stem (the weights file's stem, ``model``).
         threads: ONNX Runtime intra-op threads; default ``torch.get_num_threads()``, as PyTorch would use.
+        int8: run the weights' int8 file (``<name>.<hash>.int8.onnx``, made by ``monaifrac quantize``)
+            instead of the float32 export; it is looked for, never made here.
 
     ``forward(x)``: x (B, 1, H, W) float on any device → (B, K, H, W) float32 on x's device, what
     ``network(x)`` returns (a MetaTensor input gives a plain tensor: the inferers restore metadata).
@@ -134,9 +143,10 @@ class OnnxRuntimeNetwork(torch.nn.Module):
     """
 
     def __init__(self, network: torch.nn.Module, cache_dir: str | os.PathLike | None = None, name: str = "model",
-                 threads: int | None = None):
+                 threads: int | None = None, int8: bool = False):
         super().__init__()
         self.network = network
+        self.int8 = int8
         self.cache_dir = Path(cache_dir) if cache_dir is not None else user_cache_dir()
         self.name = name
         self.threads = threads
@@ -156,7 +166,7 @@ class OnnxRuntimeNetwork(torch.nn.Module):
     def __deepcopy__(self, memo):
         import copy
 
-        return OnnxRuntimeNetwork(copy.deepcopy(self.network, memo), self.cache_dir, self.name, self.threads)
+        return OnnxRuntimeNetwork(copy.deepcopy(self.network, memo), self.cache_dir, self.name, self.threads, self.int8)
 
     def _writable_dir(self) -> Path:
         for folder in (self.cache_dir, user_cache_dir()):
@@ -170,8 +180,18 @@ class OnnxRuntimeNetwork(torch.nn.Module):
         raise EngineError(f"no writable folder for the ONNX file: {self.cache_dir}, {user_cache_dir()}")
 
     def onnx_path(self) -> Path:
-        """The ONNX file of the current weights, exported if it is not there yet."""
+        """The ONNX file of the current weights, exported if it is not there yet (the int8 file: found, or
+        an :class:`EngineError` saying how to make it)."""
         key = weights_hash(self.network)
+        if self.int8:
+            for folder in dict.fromkeys((self.cache_dir, user_cache_dir())):
+                candidate = folder / f"{self.name}.{key}{INT8_SUFFIX}"
+                if candidate.is_file():
+                    return candidate
+            raise EngineError(f"engine onnxruntime-int8: no {self.name}.{key}{INT8_SUFFIX} in {self.cache_dir} for "
+                              f"these weights; make it with `monaifrac quantize PREPARED_DIR --model "
+                              f"{self.cache_dir / self.name}.pt` (calibrated on the training films of a "
+                              "`monaifrac prepare` folder), or use --engine onnxruntime")
         for folder in dict.fromkeys((self.cache_dir, user_cache_dir())):
             candidate = folder / f"{self.name}.{key}.onnx"
             if candidate.is_file():
@@ -218,16 +238,37 @@ class OnnxRuntimeNetwork(torch.nn.Module):
 
 def with_engine(network: torch.nn.Module, engine: str, model_file: str | os.PathLike | None = None):
     """``network`` as ``engine`` runs it: itself for ``"torch"``, an :class:`OnnxRuntimeNetwork`
-    caching its ONNX file beside ``model_file`` for ``"onnxruntime"``."""
+    caching its ONNX file beside ``model_file`` for ``"onnxruntime"``, one running the int8 file beside
+    ``model_file`` for ``"onnxruntime-int8"``."""
     engine = str(engine).strip().lower()
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "torch":
         return network
+    int8 = engine == "onnxruntime-int8"
     if model_file is None:
-        return OnnxRuntimeNetwork(network)
+        return OnnxRuntimeNetwork(network, int8=int8)
     model_file = Path(model_file)
-    return OnnxRuntimeNetwork(network, cache_dir=model_file.parent, name=model_file.stem)
+    return OnnxRuntimeNetwork(network, cache_dir=model_file.parent, name=model_file.stem, int8=int8)
+
+
+def ready(networks, model_file: str | os.PathLike | None = None) -> None:
+    """Open the ONNX Runtime sessions of ``networks`` (the bundle's network, then its ensemble members)
+    now, before any film is read.
+
+    A missing int8 file or a failed export then stops a run with its :class:`EngineError` before the
+    first film, not from inside the evaluator. ``model_file``: the first network's weights, loaded into
+    it first (the bundle's checkpoint loader loads them only when the run starts; the members come
+    loaded). PyTorch networks pass through.
+    """
+    from monaifrac.checkpoints import model_state, read_checkpoint
+
+    for i, net in enumerate(networks):
+        if not isinstance(net, OnnxRuntimeNetwork):
+            continue
+        if i == 0 and model_file is not None:
+            net.load_state_dict(model_state(read_checkpoint(model_file), model_file))
+        net.session()
 
 
 def with_engines(networks, engine: str, model_files=()) -> list:

@@ -338,3 +338,47 @@ def test_shipped_model_labels_hold_under_bf16(prepared, inputs, tmp_path):
     score_changes = {f: abs(bf16[f] - fp32[f]) for f in fp32}
     assert np.mean(list(score_changes.values())) <= BF16_MEAN_SCORE_CHANGE, score_changes
     assert any(bf16[f] != fp32[f] for f in fp32)  # bf16 was on: the arithmetic differed
+
+
+def test_int8_engine_through_the_cli(trained, inputs, tmp_path):
+    """``monaifrac quantize`` makes the weights' int8 file from training films; ``--engine onnxruntime-int8``
+    then labels every film close to the float32 engine; before that it stops at once with one line saying
+    how to make the file, having labelled nothing."""
+    import sys
+
+    folder, expected = inputs
+    root = tmp_path / "bundle"
+    (root / "models").mkdir(parents=True)
+    shutil.copy(trained.bundle_root / "models" / "model.pt", root / "models" / "model.pt")
+    cli = [sys.executable, "-m", "monaifrac"]
+
+    missing = run_cmd(cli + ["infer", str(folder), "--output-dir", str(tmp_path / "none"), "--bundle-root",
+                             str(root), "--engine", "onnxruntime-int8"])
+    assert missing.returncode == 2, missing.stdout[-3000:]
+    assert "Traceback" not in missing.stdout and "monaifrac quantize" in missing.stdout, missing.stdout[-3000:]
+    assert not list((tmp_path / "none").glob("*.png"))
+
+    log = check_rc(run_cmd(cli + ["quantize", str(trained.prepared.dataset_dir), "--bundle-root", str(root),
+                                  "--films", "6", "--set", "num_workers=0"]))
+    (int8_file,) = (root / "models").glob("model.*.int8.onnx")
+    assert str(int8_file) in log
+
+    runs = {}
+    for engine in ("onnxruntime", "onnxruntime-int8"):
+        runs[engine] = tmp_path / engine
+        check_rc(run_cmd(cli + ["infer", str(folder), "--output-dir", str(runs[engine]), "--bundle-root", str(root),
+                                "--engine", engine]))
+        check_outputs(runs[engine], expected, overlays=False)
+    fp32, int8 = predictions(runs["onnxruntime"]), predictions(runs["onnxruntime-int8"])
+    assert fp32.keys() == int8.keys() and len(fp32) == len(expected)
+    changed = {}
+    for film in fp32:
+        stem = film.rsplit(".", 1)[0].removesuffix(".nii")
+        a, b = (np.asarray(Image.open(runs[e] / f"{stem}.png")) for e in runs)
+        changed[stem] = np.mean(a != b)
+    # int8 arithmetic: close to float32 on films like the calibration films (the synthetic radiographs),
+    # looser on the random-noise files, whose activations leave the calibrated ranges
+    radiographs = [s for s in changed if s.startswith("IMG")]
+    assert len(radiographs) == 3 and max(changed[s] for s in radiographs) < 0.01, changed
+    assert max(changed.values()) < 0.15, changed
+    assert np.mean([abs(int8[f] - fp32[f]) for f in fp32]) < 0.1
