@@ -14,7 +14,8 @@
 # RUN_DIR/model.pt, are the mean weights of the schedule's last AVERAGE epochs (`monaifrac average`; default 14,
 # epochs 17-30 of 30, the window the card measured best against the end of the schedule and shorter windows;
 # AVERAGE=1: the last epoch's weights; the best epoch by the key metric, picked on the valid films, is
-# train/models/model.pt), and scripts/evaluate_model.sh gives its figures in RUN_DIR/valid/.
+# train/models/model.pt), RUN_DIR/model.<hash>.int8.onnx is their int8 file (`monaifrac quantize`; ship both), and
+# scripts/evaluate_model.sh gives the figures in RUN_DIR/valid/.
 # An interrupted training resumes exactly from its last checkpoint_epoch=N.pt when the script is run again; a
 # finished one (checkpoint_final.pt) is not run again. NORMALS= (empty) leaves the extra normals out; SET="id=value ..."
 # passes more overrides to every bundle run.
@@ -49,6 +50,10 @@ fi
 mapfile -t LAST < <(ls -v "$ROOT"/models/checkpoint_epoch=*.pt | tail -n "$AVERAGE")
 echo "== average: ${LAST[*]##*/}"
 monaifrac average "${LAST[@]}" --out "$RUN/model.pt"
+echo "== quantize: the int8 file of these weights, beside them (--engine onnxruntime-int8)"
+monaifrac quantize "$RUN/prepared" --model "$RUN/model.pt" --bundle-root "$RUN/quantize" --set "${SETS[@]}" \
+    2>&1 | grep -aE "int8 ONNX|error|Error" || true
+ls "$RUN"/model.*.int8.onnx > /dev/null
 
 bash scripts/evaluate_model.sh "$RUN/model.pt" "$RUN/prepared" "$RUN/valid" "${SOURCES[@]}"
 echo "weights: $RUN/model.pt"

@@ -35,6 +35,7 @@ def test_recipe_prepares_trains_calibrates_evaluates_scores_and_reports(tmp_path
     mean = average_weights([models / e for e in epochs])
     shipped = torch.load(run / "model.pt", weights_only=True)
     assert set(shipped) == set(mean) and all(torch.equal(shipped[k], mean[k]) for k in mean)
+    assert len(list(run.glob("model.*.int8.onnx"))) == 1  # its int8 file, for --engine onnxruntime-int8
     final = torch.load(models / "checkpoint_final.pt", weights_only=True)["model"]
     assert not all(torch.equal(shipped[k], final[k]) for k in final)  # not merely the last epoch's
     calibration = json.loads((run / "valid" / "calibration.json").read_text())
