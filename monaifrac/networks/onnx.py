@@ -253,8 +253,8 @@ def with_engine(network: torch.nn.Module, engine: str, model_file: str | os.Path
 
 
 def ready(networks, model_file: str | os.PathLike | None = None) -> None:
-    """Open the ONNX Runtime sessions of ``networks`` (the bundle's network, then its ensemble members)
-    now, before any film is read.
+    """Find (int8) or export (float32) the ONNX files of ``networks`` (the bundle's network, then its
+    ensemble members) now, before any film is read.
 
     A missing int8 file or a failed export then stops a run with its :class:`EngineError` before the
     first film, not from inside the evaluator. ``model_file``: the first network's weights, loaded into
@@ -268,7 +268,9 @@ def ready(networks, model_file: str | os.PathLike | None = None) -> None:
             continue
         if i == 0 and model_file is not None:
             net.load_state_dict(model_state(read_checkpoint(model_file), model_file))
-        net.session()
+        # the file, not a session: the checkpoint loader loads the weights again at the run's start,
+        # which drops any session made here
+        net.onnx_path()
 
 
 def with_engines(networks, engine: str, model_files=()) -> list:
