@@ -73,6 +73,15 @@ def suffix_of(path: os.PathLike | str) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
+def film_stem(path) -> str:
+    """A film's id from its path: the file name less its film suffix (``.nii.gz`` whole)."""
+    name = Path(str(path[0] if isinstance(path, (list, tuple)) else path)).name
+    for suffix in (".nii.gz", ".nii", ".dcm", ".dicom", ".jpeg", ".jpg", ".png", ".bmp", ".tiff", ".tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
 DICOM_MAGIC_OFFSET = 128  # a DICOM file (PS3.10) has a 128-byte preamble, then b"DICM"
 
 

@@ -68,7 +68,7 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
-from monaifrac.io import InputError, atomic_path, from_monai_frame, is_dicom_file
+from monaifrac.io import InputError, atomic_path, film_stem, from_monai_frame, is_dicom_file
 
 logger = logging.getLogger(__name__)
 
@@ -271,8 +271,6 @@ class SaveDicomSeg(Transform):
         self.threshold = float(threshold)
 
     def __call__(self, label, source, score: float | None = None) -> Path | None:
-        from monaifrac.transforms import film_stem
-
         film = read_film_header(source)
         if film is None:
             return None

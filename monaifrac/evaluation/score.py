@@ -30,7 +30,7 @@ from monaifrac.data.fracatlas import BODY_PARTS
 from monaifrac.evaluation import stats
 from monaifrac.evaluation.truth import TruthFilm, load_truth
 from monaifrac.io import InputError, read_label_map, write_json, write_text
-from monaifrac.transforms import film_stem
+from monaifrac.io import film_stem
 
 logger = logging.getLogger(__name__)
 

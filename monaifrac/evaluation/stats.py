@@ -122,7 +122,7 @@ def fit_presence_fusion(labels: Sequence[int], head: Sequence[float], mask: Sequ
     with a small ridge ``l2`` on (a, b) so that separable validation sets keep finite weights.
     Fitted on validation films only; its outputs are calibrated probabilities on those films.
     """
-    from monaifrac.transforms import _logit
+    from monaifrac.transforms.post import _logit
 
     y = np.asarray(labels, dtype=np.float64)
     if y.size == 0 or y.all() or not y.any():

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from monaifrac.io import write_text
+from monaifrac.io import film_stem, write_text
 
 logger = logging.getLogger(__package__)  # "monaifrac.handlers", the name its log lines had before the split
 
@@ -85,8 +85,6 @@ class PredictionsCSVWriter:
         self.rows = []
 
     def _collect(self, engine: Engine) -> None:
-        from monaifrac.transforms import film_stem
-
         output = engine.state.output
         for item in output if isinstance(output, (list, tuple)) else [output]:
             pred = item[self.pred_key]

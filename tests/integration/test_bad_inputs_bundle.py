@@ -20,7 +20,7 @@ from tests.bad_inputs import make_bad_inputs
 from tests.integration.conftest import check_rc, run_cmd
 from monaifrac.cli import main
 from monaifrac.io import read_radiograph
-from monaifrac.transforms import film_stem
+from monaifrac.io import film_stem
 
 pytestmark = pytest.mark.slow
 

@@ -232,16 +232,17 @@ def predictions(out: Path) -> dict[str, float]:
         return {Path(r["film"]).name: float(r["fracture_score"]) for r in csv.DictReader(f)}
 
 
-def test_ensemble_and_tta_switches(trained, inputs, tmp_path):
+def test_ensemble_tta_and_threshold_switches(trained, inputs, tmp_path):
     """An ensemble of a model with itself labels exactly as the model alone; flip TTA runs the
-    flipped films too (its scores differ) and still writes every film at its size."""
+    flipped films too (its scores differ) and still writes every film at its size; a fracture
+    threshold below the argmax's keeps every fracture pixel and the scores, and adds pixels."""
     folder, expected = inputs
     model = trained.bundle_root / "models" / "model.pt"
     base = ["run", "--config_file", INFERENCE_JSON, "--input_dir", str(folder), "--bundle_root",
             str(trained.bundle_root), "--patch_size", "[64,64]"]
     runs = {}
     for name, extra in {"single": [], "pair": ["--model_files", json.dumps([str(model), str(model)])],
-                        "tta": ["--tta", "true"]}.items():
+                        "tta": ["--tta", "true"], "threshold": ["--fracture_threshold", "0.05"]}.items():
         runs[name] = tmp_path / name
         check_rc(run_cmd(bundle_cmd(*base, "--output_dir", str(runs[name]), *extra)))
         check_outputs(runs[name], expected, overlays=False)
@@ -253,6 +254,15 @@ def test_ensemble_and_tta_switches(trained, inputs, tmp_path):
         a, b = (np.asarray(Image.open(runs[n] / f"{stem}.png")) for n in ("single", "pair"))
         assert np.mean(a != b) < 1e-3  # argmax of the same probabilities (float ties aside)
     assert any(abs(tta[f] - single[f]) > 1e-4 for f in single)
+    added = 0
+    for film, score in predictions(runs["threshold"]).items():
+        assert score == single[film]  # the score is the network's, before any threshold
+        stem = film.rsplit(".", 1)[0].removesuffix(".nii")
+        a, b = (np.asarray(Image.open(runs[n] / f"{stem}.png")) for n in ("single", "threshold"))
+        assert np.all(b[a == 2] == 2)  # an argmax fracture pixel has p >= 1/3
+        assert np.array_equal(a[b != 2], b[b != 2])
+        added += int((b == 2).sum() - (a == 2).sum())
+    assert added > 0
 
 
 # the engines' tolerance (issue 19): a label may change on at most 0.5 % of a film's pixels, the presence score by

@@ -12,7 +12,8 @@ import torch
 from monaifrac.data.cases import DataError
 from monaifrac.evaluation.calibrate import calibrate_presence
 from monaifrac.evaluation.stats import fit_presence_fusion, roc_auc
-from monaifrac.transforms import FractureScore, FractureScored, GateFractured, fuse_presence
+from monaifrac.transforms import (ArgMax, FractureScore, FractureScored, GateFractured, ThresholdFractured,
+                                  fuse_presence)
 from tests.unit.test_score import pred_maps, truth_dir, write_preds  # noqa: F401  (fixture)
 
 
@@ -63,6 +64,23 @@ def test_gate_removes_the_fracture_class_of_films_called_normal():
     gated = gate({"pred": pred, "fracture_score": 0.3})["pred"]
     assert int((gated.argmax(0) == 2).sum()) == 0 and bool((gated.argmax(0) == 1).all())
     assert torch.equal(pred[2, :2], torch.full((2, 4), 5.0))  # the input is not changed in place
+
+
+def test_fracture_threshold_labels_fracture_where_its_probability_reaches_it():
+    pred = torch.zeros(3, 2, 4)
+    pred[1] = 1.0
+    pred[2, 0] = torch.tensor([-3.0, 0.0, 1.2, 2.0])  # p(fracture) 0.01, 0.21, 0.47, 0.67 on row 0
+    prob = torch.softmax(pred, dim=0)[2]
+    for t in (0.1, 0.3, 0.5):
+        labels = ArgMax()(ThresholdFractured("pred", threshold=t)({"pred": pred})["pred"])[0]
+        assert torch.equal(labels == 2, prob >= t), t
+        assert bool((labels[prob < t] == 1).all())  # elsewhere the better of background and bone
+    assert int((ArgMax()(pred)[0] == 2).sum()) == 2  # the argmax alone: 0.47 and 0.67
+    # after the gate a film called normal stays without fracture pixels at any threshold
+    gated = GateFractured("pred", threshold=0.5)({"pred": pred, "fracture_score": 0.2})
+    assert int((ArgMax()(ThresholdFractured("pred", threshold=0.01)(gated)["pred"]) == 2).sum()) == 0
+    with pytest.raises(ValueError, match="fracture threshold"):
+        ThresholdFractured("pred", threshold=0.0)
 
 
 def _write_scores(folder, rows):
