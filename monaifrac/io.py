@@ -31,21 +31,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from monaifrac.errors import InputError
+
 RASTER_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 EXIF_ORIENTATION_TAG = 0x0112
-
-
-class InputError(ValueError):
-    """A file that cannot be used, with the file's path and the problem in plain words."""
-
-    def __init__(self, path: os.PathLike | str, problem: str):
-        self.path = str(path)
-        # one line: libraries' messages (nibabel's "... \n - could the file be damaged?") may have several
-        self.problem = " ".join(line.strip() for line in str(problem).strip().splitlines() if line.strip())
-        super().__init__(f"{self.path}: {self.problem}")
 
 
 @dataclass

@@ -3,7 +3,7 @@
 :func:`monaifrac.io.read_dicom` decodes films with ITK (GDCM), which on a bad file raises a
 C++ trace, prints its codecs' complaints to stderr, or reads past a header that lies. So every
 DICOM film is first checked here with pydicom, and a file that cannot be used raises
-:class:`monaifrac.io.InputError`: one line naming the file and the problem.
+:class:`monaifrac.errors.InputError`: one line naming the file and the problem.
 
 What is refused, and why:
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from monaifrac.io import InputError
+from monaifrac.errors import InputError
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 LABELMAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"

@@ -1,0 +1,20 @@
+"""The error a user sees for a file that cannot be used: one line naming the file and the problem.
+
+Its own module so that every reader can raise it without importing another reader:
+:mod:`monaifrac.io` (films, label maps, NIfTI) and :mod:`monaifrac.dicom.read` (the DICOM
+check that ``io`` calls) both do. ``monaifrac.io.InputError`` is the same class.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class InputError(ValueError):
+    """A file that cannot be used, with the file's path and the problem in plain words."""
+
+    def __init__(self, path: os.PathLike | str, problem: str):
+        self.path = str(path)
+        # one line: libraries' messages (nibabel's "... \n - could the file be damaged?") may have several
+        self.problem = " ".join(line.strip() for line in str(problem).strip().splitlines() if line.strip())
+        super().__init__(f"{self.path}: {self.problem}")
