@@ -1,8 +1,8 @@
 """The error a user sees for a file that cannot be used: one line naming the file and the problem.
 
-Its own module so that every reader can raise it without importing another reader:
-:mod:`monaifrac.io` (films, label maps, NIfTI) and :mod:`monaifrac.dicom.read` (the DICOM
-check that ``io`` calls) both do. ``monaifrac.io.InputError`` is the same class.
+Its own module, below every reader, so that any of them can raise it:
+every module of :mod:`monaifrac.io` (films, label maps, the DICOM check) and the stages
+that check their own inputs. ``monaifrac.io.InputError`` is the same class.
 """
 
 from __future__ import annotations

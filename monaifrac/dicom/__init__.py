@@ -4,7 +4,7 @@
 Presentation) with pydicom; :mod:`monaifrac.dicom.orthanc` starts a private Orthanc PACS
 (DICOMweb only, on loopback, with a password) for tests and for ``scripts/pacs-serve``.
 Reading a DICOM film stays in :func:`monaifrac.io.read_dicom`, the one reader every stage uses,
-after :mod:`monaifrac.dicom.read` has checked the file with pydicom. :mod:`monaifrac.dicom.seg`
+after :mod:`monaifrac.io.dicom` has checked the file with pydicom. :mod:`monaifrac.dicom.seg`
 writes a film's label map as a DICOM Segmentation (highdicom; ``monaifrac infer --dicom-seg``),
 and :mod:`monaifrac.dicom.web` moves films and SEGs to and from a PACS by DICOMweb
 (``monaifrac pacs-pull`` / ``pacs-push``).

@@ -20,7 +20,7 @@ What this one does
   of the list, and asked for by id it gets 422.
 * **A film is a ``.dcm`` file.** :meth:`get_image_uri` retrieves the series' one instance by
   WADO-RS into the cache (``<cache>/<md5 of the URL>/<series uid>.dcm``, written atomically after
-  :func:`monaifrac.dicom.read.check_dicom_film` accepted it) and returns that path; the bundle's
+  :func:`monaifrac.io.dicom.check_dicom_film` accepted it) and returns that path; the bundle's
   own reader (:class:`monaifrac.io.RadiographReader`) reads it. No NIfTI conversion.
 * **A saved label goes back as a DICOM SEG.** :meth:`save_label` reads the uploaded label (PNG
   in the film's displayed frame, NIfTI in MONAI's x-first frame, or OHIF's raw ``.bin``: Rows x
@@ -271,7 +271,7 @@ class FilmDICOMwebDatastore(DICOMWebDatastore):
             raise _refused(502, f"PACS {self._pacs.url}: series {image_id} names an instance {sop_uid!r}, not a UID")
         with self._pacs_call(f"retrieve instance {sop_uid}"):
             ds = self._client.retrieve_instance(study_uid, image_id, sop_uid)
-        from monaifrac.dicom.read import check_dicom_film
+        from monaifrac.io.dicom import check_dicom_film
         from monaifrac.dicom.seg import save_dataset
 
         try:

@@ -1,4 +1,4 @@
-"""monaifrac/dicom/read.py and the DICOM paths of monaifrac/io.py and monaifrac/inference.py.
+"""monaifrac/io/dicom.py and the DICOM paths of monaifrac/io/read.py and monaifrac/inference.py.
 
 Bad DICOM films each give one InputError line naming the file (checked with pydicom before ITK
 sees them), and a folder run keeps every other film; DICOM files without an extension are films;

@@ -8,7 +8,7 @@ sane film; no other exception may escape.
   use it), then inference's acceptance check: ``read_nifti`` gives real numbers; the check passes
   only a finite 2D film.
 
-What this found, now fixed in monaifrac/io.py: PIL's ``ValueError`` ("Truncated IHDR chunk") and
+What this found, now fixed in monaifrac/io/read.py: PIL's ``ValueError`` ("Truncated IHDR chunk") and
 ``DecompressionBombError`` (a header claiming 900 Mpixels) escaped ``Image.open``; nibabel's
 messages ran over two lines; complex and RGB voxels passed as films.
 """

@@ -1,37 +1,19 @@
-"""Reading radiographs and writing outputs, in one pixel frame for every stage.
-
-The frame
----------
-A film is read in its *displayed* orientation: the EXIF orientation tag of a JPG is
-applied, because FracAtlas draws its polygons on the displayed image (IMG0002628,
-IMG0002588). Colour films are reduced to one grey channel.
-
-Two array layouts appear in monaifrac, and this module is the only place that converts
-between them:
-
-* ``(H, W)`` row-major, as PIL, pycocotools and scikit-image see an image. The data stage
-  (masks, pseudo-labels) works in this layout.
-* ``(W, H)``, x first, as MONAI's PIL and ITK readers return 2D images ("reverse indexing").
-  Everything handed to MONAI is in this layout: the prepared NIfTI files, the arrays
-  :class:`RadiographReader` returns, and therefore every tensor in training and inference.
-  MONAI's writers transpose back, so a saved PNG has the film's own width and height.
-
-:func:`to_monai_frame` / :func:`from_monai_frame` are the two conversions.
-"""
+"""Reading films (JPG/PNG/BMP/TIFF with EXIF, DICOM, NIfTI) and label maps, in the film's displayed frame."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from monaifrac.errors import InputError
+from monaifrac.io.dicom import check_dicom_film
+from monaifrac.io.frame import to_monai_frame
+from monaifrac.io.names import suffix_of
 
 RASTER_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -48,30 +30,6 @@ class ReadInfo:
     truncated: bool = False
     source_mode: str = ""
     warnings: list[str] = field(default_factory=list)
-
-
-def to_monai_frame(array_hw: np.ndarray) -> np.ndarray:
-    """(H, W) row-major → (W, H), the x-first layout MONAI's 2D readers return."""
-    return np.ascontiguousarray(np.swapaxes(array_hw, 0, 1))
-
-
-def from_monai_frame(array_wh: np.ndarray) -> np.ndarray:
-    """(W, H) → (H, W) row-major; the inverse of :func:`to_monai_frame`."""
-    return np.ascontiguousarray(np.swapaxes(array_wh, 0, 1))
-
-
-def suffix_of(path: os.PathLike | str) -> str:
-    name = str(path).lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
-
-
-def film_stem(path) -> str:
-    """A film's id from its path: the file name less its film suffix (``.nii.gz`` whole)."""
-    name = Path(str(path[0] if isinstance(path, (list, tuple)) else path)).name
-    for suffix in (".nii.gz", ".nii", ".dcm", ".dicom", ".jpeg", ".jpg", ".png", ".bmp", ".tiff", ".tif"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
 
 
 DICOM_MAGIC_OFFSET = 128  # a DICOM file (PS3.10) has a 128-byte preamble, then b"DICM"
@@ -185,15 +143,13 @@ def read_raster(path: os.PathLike | str) -> tuple[np.ndarray, ReadInfo]:
 def read_dicom(path: os.PathLike | str) -> tuple[np.ndarray, ReadInfo]:
     """Read a 2D DICOM radiograph with ITK as (H, W), MONOCHROME1 inverted so bone is bright.
 
-    The file is checked with pydicom first (:func:`monaifrac.dicom.read.check_dicom_film`): no
+    The file is checked with pydicom first (:func:`monaifrac.io.dicom.check_dicom_film`): no
     pixel data, multi-frame, colour, a header whose Rows x Columns do not match the pixel data,
     or compressed pixels that do not decode each raise InputError before ITK sees the file. ITK
     returns a 2D DICOM as a volume with one slice; that slice is taken. No rotation is applied:
     a DICOM film's rows and columns are its displayed rows and columns.
     """
     import itk
-
-    from monaifrac.dicom.read import check_dicom_film
 
     path = Path(path)
     if not path.exists():
@@ -289,86 +245,6 @@ class RadiographReader(ImageReader):
         return data, meta
 
 
-# ----------------------------------------------------------------------------- writing
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
-@contextlib.contextmanager
-def atomic_path(path: os.PathLike | str) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
-
-    The temporary name keeps the final suffix (``.nii.gz``, ``.png``) because writers pick
-    the format from it.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix_of(path) or ".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp_path, path)
-    except OSError as err:
-        # the writer names the hidden temporary file, or nothing at all; the user needs the real one
-        raise OSError(err.errno, f"cannot write: {err.strerror or err}", str(path)) from err
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def remove_temporaries(folder: os.PathLike | str) -> list[Path]:
-    """Delete the temporary files :func:`atomic_path` left in ``folder`` and return them.
-
-    Only a process killed inside ``atomic_path`` (no ``finally`` runs) leaves one; a parent that
-    killed its workers calls this on the folders they wrote to. Matches mkstemp's names exactly
-    (``.<final name>.<8 characters><suffix>``), so no other hidden file is touched.
-    """
-    import re
-
-    pattern = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}(?P<suffix>\.[A-Za-z0-9.]+)")
-    removed = []
-    for p in Path(folder).glob(".*"):
-        m = pattern.fullmatch(p.name)
-        if m and p.is_file() and (m["name"].endswith(m["suffix"]) or m["suffix"] == ".tmp"):
-            p.unlink(missing_ok=True)
-            removed.append(p)
-    return removed
-
-
-def write_text(path: os.PathLike | str, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def write_json(path: os.PathLike | str, obj) -> None:
-    import json
-
-    write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
-def write_nifti(path: os.PathLike | str, array_wh: np.ndarray) -> None:
-    """Write a 2D array already in the MONAI (W, H) frame as NIfTI, identity affine (1 mm pixels).
-
-    Image and label of a case are written by this one function, so they share array
-    orientation and affine and ``LoadImage`` returns them with the same shape.
-    """
-    import nibabel as nib
-
-    img = nib.Nifti1Image(np.asarray(array_wh), affine=np.eye(4))
-    img.header.set_xyzt_units("mm")
-    with atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
-
-
 def read_nifti(path: os.PathLike | str) -> np.ndarray:
     """Read a prepared 2D NIfTI back as its (W, H) array, raising InputError on a bad file
     (unreadable, or pixels that are not real numbers: complex or RGB voxels)."""
@@ -404,40 +280,3 @@ def read_label_map(path: os.PathLike | str) -> np.ndarray:
     if img.mode in ("L", "P", "I;16", "I;16B", "I;16L", "I"):
         return np.asarray(img).astype(np.int32)
     raise InputError(path, f"a label map must have one channel, this image is {img.mode}")
-
-
-def write_png(path: os.PathLike | str, array_hw: np.ndarray) -> None:
-    """Write an (H, W) grey or (H, W, 3) RGB uint8 array as PNG, atomically."""
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.asarray(array_hw)).save(tmp, format="PNG")
-
-
-try:
-    from monai.data import PILWriter as _PILWriter
-except ImportError:  # pragma: no cover
-    _PILWriter = object  # type: ignore[misc,assignment]
-
-
-class AtomicPILWriter(_PILWriter):
-    """MONAI's PIL writer, but the file appears only once complete (temporary file + rename).
-
-    Use it as ``SaveImaged(writer="monaifrac.io.AtomicPILWriter")``.
-    """
-
-    def set_data_array(self, data_array, channel_dim=0, squeeze_end_dims: bool = True, contiguous: bool = False,
-                       **kwargs):
-        super().set_data_array(data_array, channel_dim=channel_dim, squeeze_end_dims=squeeze_end_dims,
-                               contiguous=contiguous, **kwargs)
-        # MONAI drops trailing singleton axes, so the label of a film one pixel high, (W, 1) in the
-        # MONAI frame, would reach PIL as a 1D array and fail; the dropped axes were all of size 1
-        while np.ndim(self.data_obj) < 2:
-            self.data_obj = self.data_obj[..., None]
-
-    def write(self, filename, verbose: bool = False, **kwargs):
-        # zlib level 1 rather than PIL's 6: a 454 x 373 label map encodes in 0.7 ms instead of 1.1
-        # (cProfile, scripts/bench_infer.py --profile) and stays under 10 kB
-        kwargs.setdefault("compress_level", 1)
-        with atomic_path(filename) as tmp:
-            super().write(str(tmp), verbose=verbose, **kwargs)
