@@ -1,5 +1,7 @@
-"""``scripts/train_shipped.sh``: the shipped model's recipe, end to end, on synthetic films (2 epochs)."""
+"""``scripts/train_shipped.sh``: the shipped model's recipe, end to end, on synthetic films (2 epochs); and
+``scripts/evaluate_model.sh`` on an ensemble."""
 
+import csv
 import json
 import os
 import subprocess
@@ -58,3 +60,21 @@ def test_recipe_prepares_trains_calibrates_evaluates_scores_and_reports(tmp_path
     assert again.returncode == 0, again.stdout[-5000:]
     assert "== train: finished before" in again.stdout
     assert "Epoch[1] Complete" not in again.stdout.split("== label the")[0]
+
+    # an ensemble (weights files joined by commas): labelled with the members' probabilities averaged, scored;
+    # the bundle evaluator (one network) is skipped
+    ensemble = tmp_path / "ensemble"
+    ens = subprocess.run(["bash", "scripts/evaluate_model.sh", f"{run / 'model.pt'},{models / epochs[0]}",
+                          str(run / "prepared"), str(ensemble), str(tmp_path / "atlas")], cwd=REPO, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert ens.returncode == 0, ens.stdout[-5000:]
+    assert "an ensemble of 2" in ens.stdout and not (ensemble / "eval").exists()
+
+    def scores(folder):
+        with (folder / "raw" / "predictions.csv").open() as f:
+            return {r["film"]: float(r["fracture_score"]) for r in csv.DictReader(f)}
+
+    alone, together = scores(run / "valid"), scores(ensemble)
+    assert alone.keys() == together.keys() and len(alone) == len(validation)
+    assert any(abs(alone[f] - together[f]) > 1e-4 for f in alone)  # the second member was used
+    assert json.loads((ensemble / "score" / "metrics.json").read_text())["films"] == len(validation)
