@@ -1,4 +1,4 @@
-"""Post-processing of a network's output: presence channel, fracture score, gating, label map."""
+"""Post-processing of a network's output: presence channel, fracture score, gating, fracture threshold, label map."""
 
 from __future__ import annotations
 
