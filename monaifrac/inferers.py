@@ -10,7 +10,9 @@ trained this way load anywhere.
 
 from __future__ import annotations
 
+import copy
 import functools
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +20,7 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer
 from monai.utils import convert_to_dst_type
 
-from monaifrac.transforms import long_side_shape
+from monaifrac.transforms import film_shape
 
 
 @functools.lru_cache(maxsize=1)
@@ -84,17 +86,19 @@ class WholeFilmInferer(Inferer):
         max_pixels: largest padded film (pixels) run in one pass; None: no limit.
         fallback: the inferer for larger films; required when ``max_pixels`` is set.
         value: padding value.
-        max_side, side: a film whose long side is over ``max_side`` px is scaled (area) to a long
-            side of ``side`` px for the network, and the logits are scaled back (bilinear) to the
-            film's size: what training saw through :class:`monaifrac.transforms.LimitLongSided`
-            with the same numbers. None (default): every film at its own scale.
+        max_side, side, scale: the film is brought to the scale training saw it at through
+            :class:`monaifrac.transforms.LimitLongSided` with the same numbers
+            (:func:`monaifrac.transforms.film_shape`): a film whose long side is over ``max_side`` px
+            to a long side of ``side`` x ``scale`` px, any other film enlarged by ``scale``
+            (reduced by area, enlarged bilinearly); the logits are scaled back (bilinear) to the
+            film's size. ``max_side=None`` and ``scale=1`` (default): every film as it is.
 
     ``__call__(inputs, network)``: inputs (B, C, H, W) → the network's output cropped back to
     (B, K, H, W); a MetaTensor input gives a MetaTensor output with the input's metadata.
     """
 
     def __init__(self, divisor: int = 16, max_pixels: int | None = None, fallback: Inferer | None = None,
-                 value: float = 0.0, max_side: int | None = None, side: int = 454):
+                 value: float = 0.0, max_side: int | None = None, side: int = 454, scale: float = 1.0):
         super().__init__()
         if divisor < 1:
             raise ValueError(f"divisor must be >= 1, got {divisor}")
@@ -103,14 +107,13 @@ class WholeFilmInferer(Inferer):
         if max_side is not None and side > max_side:
             raise ValueError(f"side ({side}) must not exceed max_side ({max_side})")
         self.divisor, self.max_pixels, self.fallback, self.value = divisor, max_pixels, fallback, value
-        self.max_side, self.side = max_side, side
+        film_shape([1, 1], scale)  # validates the scale
+        self.max_side, self.side, self.scale = max_side, side, float(scale)
 
     def scaled_shape(self, spatial) -> list[int] | None:
         """The shape the network sees a film of ``spatial`` at (as training's ``LimitLongSided``
         scales it), or None where it sees it as it is."""
-        if self.max_side is None or max(spatial) <= self.max_side:
-            return None
-        return long_side_shape(spatial, self.side)
+        return film_shape(spatial, self.scale, self.max_side, self.side)
 
     def padded_shape(self, spatial) -> list[int]:
         return [-(-int(s) // self.divisor) * self.divisor for s in spatial]
@@ -120,7 +123,9 @@ class WholeFilmInferer(Inferer):
         if scaled is None:
             return self._padded_pass(inputs, network, *args, **kwargs)
         x = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
-        out = self._padded_pass(F.interpolate(x, size=scaled, mode="area"), network, *args, **kwargs)
+        mode = "bilinear" if torch.Size(scaled).numel() > inputs.shape[2:].numel() else "area"
+        x = F.interpolate(x, size=scaled, mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
+        out = self._padded_pass(x, network, *args, **kwargs)
         out = F.interpolate(out, size=list(inputs.shape[2:]), mode="bilinear", align_corners=False)
         if isinstance(inputs, MetaTensor):
             out = convert_to_dst_type(out, MetaTensor([]).copy_meta_from(inputs, copy_attr=False))[0]
@@ -153,6 +158,9 @@ class AveragingInferer(Inferer):
             checkpoints of the same ``network_def``, see :func:`load_members`).
         flip_axes: test-time flips, each a list of spatial dims of the (B, C, W, H) input
             (``[[2], [3]]``: left-right and up-down); the unflipped pass is always included.
+        scale_inferers: more inferers each pass also runs through, e.g. the film inferer at
+            other film scales (:func:`at_scale`: multi-scale test-time augmentation); each must
+            return the output at the input's size, as :class:`WholeFilmInferer` does.
 
     ``__call__(inputs, network)``: inputs (B, C, W, H) → (B, K, W, H). With no member and
     no flip it returns the wrapped inferer's logits unchanged. Otherwise it returns the
@@ -161,9 +169,10 @@ class AveragingInferer(Inferer):
     followed by the mean of any further channels (the presence logit).
     """
 
-    def __init__(self, inferer: Inferer, members=(), flip_axes=(), num_classes: int = 3):
+    def __init__(self, inferer: Inferer, members=(), flip_axes=(), num_classes: int = 3, scale_inferers=()):
         super().__init__()
         self.inferer = inferer
+        self.scale_inferers = list(scale_inferers)
         self.num_classes = num_classes
         self.members = list(members)
         self.flip_axes = [list(a) for a in flip_axes]
@@ -172,22 +181,39 @@ class AveragingInferer(Inferer):
                 raise ValueError(f"flip axes are spatial dims (2 or more) of a (B, C, *spatial) input, got {axes}")
 
     def __call__(self, inputs: torch.Tensor, network, *args, **kwargs):
-        if not self.members and not self.flip_axes:
+        if not self.members and not self.flip_axes and not self.scale_inferers:
             return self.inferer(inputs, network, *args, **kwargs)
         total, extra, passes = None, None, 0
-        for net in [network, *self.members]:
-            for axes in [None, *self.flip_axes]:
-                x = inputs if axes is None else torch.flip(inputs, axes)
-                out = self.inferer(x, net, *args, **kwargs).float()
-                out = out if axes is None else torch.flip(out, axes)
-                # the segmentation channels average as probabilities; channels after them (a presence
-                # network's logit, the same at every pixel) average as they are
-                prob = torch.softmax(out[:, : self.num_classes], dim=1)
-                rest = out[:, self.num_classes:]
-                total = prob if total is None else total + prob
-                extra = rest if extra is None else extra + rest
-                passes += 1
+        for net, axes, inferer in itertools.product([network, *self.members], [None, *self.flip_axes],
+                                                    [self.inferer, *self.scale_inferers]):
+            x = inputs if axes is None else torch.flip(inputs, axes)
+            out = inferer(x, net, *args, **kwargs).float()
+            out = out if axes is None else torch.flip(out, axes)
+            # the segmentation channels average as probabilities; channels after them (a presence
+            # network's logit, the same at every pixel) average as they are
+            prob = torch.softmax(out[:, : self.num_classes], dim=1)
+            rest = out[:, self.num_classes:]
+            total = prob if total is None else total + prob
+            extra = rest if extra is None else extra + rest
+            passes += 1
         return torch.cat([torch.log((total / passes).clamp_min(1e-12)), extra / passes], dim=1)
+
+
+def at_scale(inferer: WholeFilmInferer, scales) -> list[WholeFilmInferer]:
+    """Copies of ``inferer`` at each film scale of ``scales`` (multi-scale test-time augmentation:
+    ``AveragingInferer(scale_inferers=...)``); a scale equal to the inferer's own is left out, since the
+    main pass already runs there."""
+    if scales and not isinstance(inferer, WholeFilmInferer):
+        raise ValueError(f"test-time scales need the whole-film inferer, not {type(inferer).__name__}")
+    out = []
+    for scale in scales or []:
+        if float(scale) == inferer.scale:
+            continue
+        film_shape([1, 1], float(scale))  # validates
+        other = copy.copy(inferer)
+        other.scale = float(scale)
+        out.append(other)
+    return out
 
 
 def load_members(network_def: torch.nn.Module, model_files, device=None) -> list[torch.nn.Module]:

@@ -24,14 +24,21 @@ class FracturedAndNormalsSampler(Sampler[int]):
         normals_per_fractured: normal films drawn per fractured film each epoch (at most all).
         generator: a ``torch.Generator``; None draws from torch's global generator each epoch,
             as ``RandomSampler`` does, so ``set_determinism`` and exact resume govern it.
+        small_fraction, small_repeats: a fractured film whose fracture covers less than
+            ``small_fraction`` of its pixels (the item's ``fracture_fraction``, written by
+            ``monaifrac prepare``) is visited ``small_repeats`` times an epoch instead of once: the
+            network misses small fractures first. None (default): every fractured film once.
 
     Iterating yields dataset indices, shuffled; ``len`` is the epoch's number of films.
     """
 
     def __init__(self, data: Sequence[Mapping], normals_per_fractured: float = 1.0,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, small_fraction: float | None = None,
+                 small_repeats: int = 2):
         if normals_per_fractured < 0:
             raise ValueError(f"normals_per_fractured must be >= 0, got {normals_per_fractured}")
+        if small_repeats < 1:
+            raise ValueError(f"small_repeats must be >= 1, got {small_repeats}")
         self.generator = generator
         if any("fractured" not in d for d in data):
             # a datalist that does not say which films are fractured (MONAI Label's datastore, a user's
@@ -41,6 +48,12 @@ class FracturedAndNormalsSampler(Sampler[int]):
         self.fractured = [i for i, d in enumerate(data) if bool(d["fractured"])]
         self.normals = [i for i, d in enumerate(data) if not bool(d["fractured"])]
         self.n_normals = min(len(self.normals), int(round(normals_per_fractured * len(self.fractured))))
+        if small_fraction is not None:
+            if any(bool(data[i]["fractured"]) and "fracture_fraction" not in data[i] for i in self.fractured):
+                raise ValueError("small_fraction needs each fractured item's fracture_fraction: prepare the "
+                                 "dataset again with this version of `monaifrac prepare`")
+            small = [i for i in self.fractured if float(data[i]["fracture_fraction"]) < small_fraction]
+            self.fractured = self.fractured + small * (small_repeats - 1)
 
     def __len__(self) -> int:
         return len(self.fractured) + self.n_normals

@@ -185,7 +185,8 @@ def prepare_cases(cases: list[Case], problems: list[Problem], out_dir: Path | st
         results[result["id"]] = result
 
     by_id = {c.id: c for c in usable if c.id in results}
-    datalist = build_datalist(by_id, folds=folds, seed=seed)
+    fractions = {i: r["fracture_pixels"] / (r["shape"][0] * r["shape"][1]) for i, r in results.items()}
+    datalist = build_datalist(by_id, folds=folds, seed=seed, fracture_fractions=fractions)
     write_json(out_dir / DATALIST_NAME, datalist)
     report = _report(by_id, results, datalist, skipped, warnings, source=source, out_dir=out_dir, folds=folds,
                      seed=seed, on_error=on_error, seconds=time.perf_counter() - start)
@@ -193,8 +194,14 @@ def prepare_cases(cases: list[Case], problems: list[Problem], out_dir: Path | st
     return report
 
 
-def build_datalist(cases: dict[str, Case], folds: int, seed: int) -> dict[str, list[dict]]:
-    """Decathlon-style datalist; paths are relative to the folder of ``datalist.json``."""
+def build_datalist(cases: dict[str, Case], folds: int, seed: int,
+                   fracture_fractions: dict[str, float] | None = None) -> dict[str, list[dict]]:
+    """Decathlon-style datalist; paths are relative to the folder of ``datalist.json``.
+
+    ``fracture_fractions`` (id → fraction of the film's pixels labelled fracture, 0 to 1) adds a
+    ``fracture_fraction`` to each item: a size that does not depend on the film's resolution, which
+    :class:`monaifrac.samplers.FracturedAndNormalsSampler` reads to draw small fractures more often.
+    """
     section = assign_sections({i: c.official_split for i, c in cases.items()}, seed)
     training = [i for i in sorted(cases) if section[i] == "training"]
     fold = assign_folds(training, {i: str(cases[i].fractured) for i in training},
@@ -211,6 +218,8 @@ def build_datalist(cases: dict[str, Case], folds: int, seed: int) -> dict[str, l
             "body_part": c.body_part,
             "fold": fold.get(i, NO_FOLD),
         })
+        if fracture_fractions is not None and i in fracture_fractions:
+            datalist[section[i]][-1]["fracture_fraction"] = round(float(fracture_fractions[i]), 7)
     return datalist
 
 

@@ -1,7 +1,15 @@
-"""Spatial: scans brought to the common scale of FracAtlas films."""
+"""Spatial: the scale the network sees a film at.
+
+FracAtlas films are 454 px on the long side (all but 39 of 3,411 in the shared copy); the rest are
+scans of 1,700-2,900 px of the same anatomy. The network sees every film at one common scale: a
+scan is first brought to a 454-px long side, then every film is enlarged by ``scale`` (the bundle's
+``film_scale``). Enlarging matters for the small fractures: a 336-px fracture is about 18 x 18 px of
+a 373 x 454 film, under one cell of the encoder's stride-32 map; at 1.5x it covers 27 x 27 px.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Hashable, Mapping, Sequence
 
 import torch
@@ -16,33 +24,64 @@ def long_side_shape(spatial: Sequence[int], side: int) -> list[int]:
     return [max(1, int(round(int(s) * scale))) for s in spatial]
 
 
-class LimitLongSide(Transform):
-    """Scale a film whose long side is over ``max_size`` so that its long side is ``size``.
+def film_shape(spatial: Sequence[int], scale: float = 1.0, max_side: int | None = 480,
+               side: int = 454) -> list[int] | None:
+    """The shape (px) the network sees a film of ``spatial`` (px) at, or None where it sees it as stored.
 
-    FracAtlas films are 454 px on the long side (all but 39 of 3,411 in the shared copy); the
-    rest are scans of 1,700-2,900 px of the same anatomy. Brought to the common scale, a scan
-    shows its fracture at the size the network learned, and a batch of films fits one padded
-    shape. Films within ``max_size`` are returned untouched, not resampled.
+    A film whose long side is over ``max_side`` (a scan) is brought to a long side of ``side`` x ``scale``;
+    any other film is enlarged (or reduced) by ``scale``. ``max_side=None``: no scan is reduced, every film
+    is scaled by ``scale``.
+    """
+    if scale <= 0:
+        raise ValueError(f"film scale must be > 0, got {scale}")
+    spatial = [int(s) for s in spatial]
+    if max_side is not None and max(spatial) > max_side:
+        return long_side_shape(spatial, int(round(side * scale)))
+    if scale == 1:
+        return None
+    return [max(1, int(round(s * scale))) for s in spatial]
+
+
+def network_side(max_side: int, scale: float = 1.0, divisor: int = 32) -> int:
+    """The side (px) of the square a whole training film is padded to at ``scale``: ``max_side`` x ``scale``
+    rounded up to a multiple of ``divisor`` (the network's total stride)."""
+    return int(math.ceil(max_side * scale / divisor) * divisor)
+
+
+class LimitLongSide(Transform):
+    """Bring a film to the scale the network sees it at (:func:`film_shape`).
+
+    A scan whose long side is over ``max_size`` is scaled so that its long side is ``size`` x ``scale``;
+    any other film is scaled by ``scale`` (returned untouched, not resampled, at ``scale=1``). Brought to
+    the common scale, a scan shows its fracture at the size the network learned, and a batch of films
+    fits one padded shape.
 
     An integer film (or label map) is returned in its own dtype, rounded; a float one as float32.
 
     Args:
-        max_size: longest side left as it is (px).
-        size: long side of a film scaled down (px); the short side keeps the aspect ratio.
-        mode: interpolation, ``"area"`` for a film, ``"nearest"`` for a label map.
+        max_size: longest side of a film that is not a scan (px).
+        size: long side a scan is brought to before ``scale`` (px); the short side keeps the aspect ratio.
+        mode: interpolation, ``"area"`` for a film, ``"nearest"`` for a label map. ``"area"`` averages
+            when reducing and becomes ``"bilinear"`` when enlarging (area would copy pixels into blocks).
+        scale: the bundle's ``film_scale``.
 
     ``__call__(img)``: img (C, *spatial) → (C, *scaled spatial), a MetaTensor where img is one.
     """
 
-    def __init__(self, max_size: int = 480, size: int = 454, mode: str = "area"):
+    def __init__(self, max_size: int = 480, size: int = 454, mode: str = "area", scale: float = 1.0):
         if size > max_size:
             raise ValueError(f"size ({size}) must not exceed max_size ({max_size})")
-        self.max_size, self.size, self.mode = max_size, size, mode
+        film_shape([1, 1], scale)  # validates the scale
+        self.max_size, self.size, self.mode, self.scale = max_size, size, mode, float(scale)
 
     def __call__(self, img):
-        if max(img.shape[1:]) <= self.max_size:
+        shape = film_shape(img.shape[1:], self.scale, self.max_size, self.size)
+        if shape is None:
             return img
-        out = Resize(spatial_size=long_side_shape(img.shape[1:], self.size), mode=self.mode)(img)
+        mode = self.mode
+        if mode == "area" and math.prod(shape) > math.prod(img.shape[1:]):
+            mode = "bilinear"
+        out = Resize(spatial_size=shape, mode=mode)(img)
         if isinstance(img, torch.Tensor) and not img.dtype.is_floating_point and img.dtype != torch.bool:
             # a film cached at its own bit depth (and a label map) stays there
             info = torch.iinfo(img.dtype)
@@ -54,10 +93,10 @@ class LimitLongSided(MapTransform):
     """Dictionary form of :class:`LimitLongSide`, one ``mode`` per key."""
 
     def __init__(self, keys: KeysCollection, max_size: int = 480, size: int = 454,
-                 mode: str | Sequence[str] = "area", allow_missing_keys: bool = False):
+                 mode: str | Sequence[str] = "area", scale: float = 1.0, allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
         modes = [mode] * len(self.keys) if isinstance(mode, str) else list(mode)
-        self.limiters = {k: LimitLongSide(max_size, size, m) for k, m in zip(self.keys, modes)}
+        self.limiters = {k: LimitLongSide(max_size, size, m, scale) for k, m in zip(self.keys, modes)}
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)

@@ -78,7 +78,7 @@ def test_network_def_is_the_same_for_training_and_inference():
     # the basic_unet variant replaces network_def in both the same way
     assert parser_of(TRAIN_JSON, BASIC_UNET_JSON).get("network_def") == \
         parser_of(INFERENCE_JSON, BASIC_UNET_JSON).get("network_def") != train.get("network_def")
-    for key in ("film_inferer", "film_long_side", "film_max_side", "backbone", "memory_format", "presence_gate",
+    for key in ("film_inferer", "film_scale", "film_long_side", "film_max_side", "backbone", "memory_format", "presence_gate",
                 "fracture_threshold"):
         assert train.get(key) == infer.get(key), key
     # the presence fusion and threshold fitted for the shipped weights (monaifrac calibrate): the same in

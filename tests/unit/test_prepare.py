@@ -124,6 +124,10 @@ def test_datalist_sections_folds_and_paths(prepared):
             if s != "training":
                 assert item["fold"] == -1
             assert item["fractured"] == (item["id"] in FRACTURED_IDS)
+            # the fracture's share of the film, from the label written (what the sampler reads)
+            label = nib.load(out / item["label"]).get_fdata()
+            assert item["fracture_fraction"] == pytest.approx(float((label == 2).mean()), abs=1e-6)
+            assert (item["fracture_fraction"] > 0) == item["fractured"]
             for key in ("image", "label"):
                 assert not Path(item[key]).is_absolute()
                 assert (out / item[key]).is_file()

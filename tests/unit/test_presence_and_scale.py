@@ -10,10 +10,10 @@ from monai.data import MetaTensor
 from monai.losses import DiceFocalLoss
 from monai.transforms import Resize
 
-from monaifrac.inferers import WholeFilmInferer
+from monaifrac.inferers import AveragingInferer, WholeFilmInferer, at_scale
 from monaifrac.losses import PresenceLoss
 from monaifrac.samplers import FracturedAndNormalsSampler
-from monaifrac.transforms import LimitLongSide, LimitLongSided, SplitPresence, SplitPresenced
+from monaifrac.transforms import LimitLongSide, LimitLongSided, SplitPresence, SplitPresenced, film_shape, network_side
 
 
 def _with_presence(seg: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
@@ -116,6 +116,58 @@ def test_whole_film_inferer_sees_large_films_at_the_training_scale():
         WholeFilmInferer(max_side=400, side=454)
 
 
+
+def test_film_scale_enlarges_films_and_brings_scans_to_the_scaled_common_side():
+    assert film_shape((454, 373), 1.0) is None  # the shipped scale: a film as stored
+    assert film_shape((454, 373), 1.5) == [681, 560]
+    assert film_shape((2880, 2304), 1.5) == [681, 545]  # a scan: 454 px long side, then x1.5
+    assert film_shape((2880, 2304), 1.0) == [454, 363]
+    assert film_shape((454, 373), 2.0, max_side=None) == [908, 746]
+    assert network_side(480, 1.0) == 480 and network_side(480, 1.5) == 736  # 720 up to /32
+    with pytest.raises(ValueError, match="scale"):
+        LimitLongSide(480, 454, scale=0)
+
+
+def test_limit_long_side_at_film_scale_enlarges_film_and_label_alike():
+    film = torch.zeros(1, 40, 30, dtype=torch.uint8)
+    film[:, 10:20, 10:20] = 200
+    label = (film > 0).to(torch.uint8) * 2
+    d = LimitLongSided(["image", "label"], 480, 454, mode=["area", "nearest"], scale=1.5)(
+        {"image": film, "label": label})
+    assert d["image"].shape == (1, 60, 45) and d["image"].dtype == torch.uint8
+    assert set(torch.unique(d["label"]).tolist()) == {0, 2}  # nearest: no new label value
+    assert int((d["label"] == 2).sum()) == 15 * 15  # the 10 x 10 square, 1.5x on each side
+    inside = d["image"][0][d["label"][0] == 2]
+    assert int(inside.min()) > 100  # bilinear, not a block average bleeding the edge into the square
+
+
+def test_whole_film_inferer_at_film_scale_runs_the_network_on_the_enlarged_film():
+    inferer = WholeFilmInferer(divisor=32, max_side=480, side=454, scale=1.5)
+    net = Probe()
+    film = torch.linspace(0, 1, 454).view(1, 1, -1, 1) * torch.linspace(0.5, 1, 373).view(1, 1, 1, -1)
+    out = inferer(film, net)
+    assert net.seen[-1] == (704, 576)  # 681 x 560, padded to /32
+    assert out.shape == (1, 3, 454, 373)  # the label map comes back at the film's own size
+    torch.testing.assert_close(out[:, 1:2], film, atol=0.01, rtol=0)  # enlarged and reduced again
+    scan = torch.rand(1, 1, 2880, 2304)
+    assert inferer(scan, net).shape == (1, 3, 2880, 2304) and net.seen[-1] == (704, 576)
+
+
+def test_multi_scale_tta_averages_the_film_seen_at_each_scale():
+    base = WholeFilmInferer(divisor=32, max_side=480, side=454)
+    extra = at_scale(base, [1.0, 1.5])
+    assert [i.scale for i in extra] == [1.5] and base.scale == 1.0  # the main scale is not run twice
+    net = Probe()
+    film = torch.rand(1, 1, 454, 373)
+    out = AveragingInferer(base, scale_inferers=extra)(film, net)
+    assert net.seen == [(480, 384), (704, 576)] and out.shape == (1, 3, 454, 373)
+    # the mean of the two passes' probabilities, each pass at the film's own size
+    passes = [base(film, Probe()), extra[0](film, Probe())]
+    mean = sum(torch.softmax(p[:, :3], dim=1) for p in passes) / 2
+    torch.testing.assert_close(torch.softmax(out[:, :3], dim=1), mean, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="whole-film inferer"):
+        at_scale(object(), [1.5])
+
 def _datalist(n_frac, n_norm):
     return [{"id": f"f{i}", "fractured": True} for i in range(n_frac)] + \
         [{"id": f"n{i}", "fractured": False} for i in range(n_norm)]
@@ -145,6 +197,19 @@ def test_sampler_visits_every_film_of_a_datalist_that_does_not_say_which_are_fra
     torch.manual_seed(0)
     assert len(sampler) == 7 and sorted(sampler) == list(range(7))
 
+
+def test_sampler_draws_films_with_small_fractures_more_often():
+    data = [{"id": f"f{i}", "fractured": True, "fracture_fraction": 0.001 * (i + 1)} for i in range(6)] + \
+        [{"id": f"n{i}", "fractured": False, "fracture_fraction": 0.0} for i in range(20)]
+    sampler = FracturedAndNormalsSampler(data, 1.0, torch.Generator().manual_seed(0), small_fraction=0.0035,
+                                         small_repeats=3)
+    drawn = list(sampler)
+    assert len(drawn) == len(sampler) == 6 + 3 * 2 + 6  # the three films under 0.35 % twice more; 6 normals
+    counts = {i: drawn.count(i) for i in range(6)}
+    assert counts == {0: 3, 1: 3, 2: 3, 3: 1, 4: 1, 5: 1}
+    assert len(list(FracturedAndNormalsSampler(data, 1.0))) == 12  # off by default
+    with pytest.raises(ValueError, match="prepare the dataset again"):
+        FracturedAndNormalsSampler([{"id": "f", "fractured": True}], small_fraction=0.01)
 
 def test_averaging_inferer_averages_the_presence_channel_as_a_logit():
     from monai.inferers import SimpleInferer
