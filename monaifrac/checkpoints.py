@@ -18,6 +18,7 @@ import zipfile
 import numpy as np
 import torch
 
+from monaifrac.compat.pytorch import is_batch_norm
 from monaifrac.io import InputError
 
 
@@ -209,7 +210,7 @@ def update_batch_norm(network: torch.nn.Module, loader, model_file: os.PathLike 
     from monaifrac.io import atomic_path
 
     network.load_state_dict(model_state(read_checkpoint(model_file), model_file))
-    layers = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    layers = [m for m in network.modules() if is_batch_norm(m)]
     if not layers:
         raise InputError(model_file, "the network has no batch-norm layer to update")
     counts = {"batches": 0, "films": 0, "layers": len(layers)}

@@ -9,6 +9,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from monaifrac.compat.pytorch import remove_ddp_autograd_hooks
+
 
 def release_ddp(module: torch.nn.Module) -> None:
     """Free the C++ reducer of a ``DistributedDataParallel`` module; its wrapped ``.module`` keeps its weights.
@@ -21,7 +23,7 @@ def release_ddp(module: torch.nn.Module) -> None:
     """
     if not isinstance(module, DistributedDataParallel):
         return
-    module._remove_autograd_hooks()
+    remove_ddp_autograd_hooks(module)
     for name in ("logger", "reducer"):  # the logger holds the reducer too
         if hasattr(module, name):
             delattr(module, name)

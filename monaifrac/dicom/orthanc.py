@@ -56,10 +56,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from monaifrac.dicom.settings import DICOMWEB_ROOT, PASSWORD_ENV, USER_ENV
+
 INSTALL_HINT = "install it with `apt-get install orthanc orthanc-dicomweb` (Debian/Ubuntu, as root)"
-USER_ENV, PASSWORD_ENV = "MONAIFRAC_PACS_USER", "MONAIFRAC_PACS_PASSWORD"
 DEFAULT_USER = "monaifrac"
-DICOMWEB_ROOT = "/dicom-web/"
 
 # Debian puts the server in /usr/sbin, which is not on a normal user's PATH
 _ORTHANC_PLACES = ("/usr/sbin/Orthanc", "/usr/local/sbin/Orthanc", "/usr/bin/Orthanc", "/usr/local/bin/Orthanc")

@@ -6,7 +6,8 @@ DX films of a PACS (all studies, or one) by QIDO-RS + WADO-RS into a folder that
 ``monaifrac infer`` runs on. Both go through :func:`connect`:
 
 * **credentials**: ``--user``/``--password``, else ``MONAIFRAC_PACS_USER`` /
-  ``MONAIFRAC_PACS_PASSWORD`` (the names :mod:`monaifrac.dicom.orthanc` uses), else none;
+  ``MONAIFRAC_PACS_PASSWORD`` (:mod:`monaifrac.dicom.settings`; the names the test PACS of
+  :mod:`monaifrac.dicom.orthanc` is configured with), else none;
   HTTP basic authentication. The environment is the better place: a command line is visible
   to every user of the machine (``ps``).
 * **a timeout** on every request (``--timeout``, 30 s by default): connecting and each read.
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
+from monaifrac.dicom.settings import PASSWORD_ENV, USER_ENV
 from monaifrac.io import InputError, atomic_path, is_dicom_file
 
 DEFAULT_TIMEOUT = 30.0
@@ -54,8 +56,6 @@ def credentials(user: str | None = None, password: str | None = None) -> tuple[s
     Raises:
         PacsError: only one of the two is given (``path`` is then the name of what is missing).
     """
-    from monaifrac.dicom.orthanc import PASSWORD_ENV, USER_ENV
-
     if user is None and password is None:
         user, password = os.environ.get(USER_ENV) or None, os.environ.get(PASSWORD_ENV) or None
         where = f"{USER_ENV} / {PASSWORD_ENV}"

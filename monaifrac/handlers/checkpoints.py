@@ -13,6 +13,7 @@ from ignite.engine import Engine
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
+from monaifrac.compat.monai import saver_checkpoints
 from monaifrac.handlers.guards import TrainingDiverged
 
 
@@ -60,10 +61,9 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
-            if checkpoint is not None:
-                old = checkpoint.save_handler
-                checkpoint.save_handler = _SaveFirstDiskSaver(old.dirname, getattr(old, "filename", None))
+        for checkpoint in saver_checkpoints(self):
+            old = checkpoint.save_handler
+            checkpoint.save_handler = _SaveFirstDiskSaver(old.dirname, getattr(old, "filename", None))
 
     def exception_raised(self, engine: Engine, e: Exception) -> None:
         if isinstance(e, TrainingDiverged):

@@ -13,6 +13,9 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointSaver
 
+from monaifrac.compat.ignite import checkpoint_filename, kept_files, set_kept_files
+from monaifrac.compat.monai import early_stopping, saver_checkpoint
+from monaifrac.compat.pytorch import set_last_lr
 from monaifrac.handlers.checkpoints import AtomicCheckpointSaver, WeightsLoader
 
 logger = logging.getLogger(__package__)  # "monaifrac.handlers", the name its log lines had before the split
@@ -57,7 +60,8 @@ class TrainingRunState:
     Python) and each training transform's generator at the save (restored on resume: they set
     where the random streams stand until the next epoch's re-seeding); the trainer's and the
     evaluator's best key metric and its epoch; each ``EarlyStopHandler``'s counter and best
-    score and each key-metric ``CheckpointSaver``'s list of best files (so a resumed run
+    score (matched by order: they carry no name) and each key-metric ``CheckpointSaver``'s list of
+    best files (matched by the file name it writes, e.g. ``model.pt``; so a resumed run
     replaces ``model.pt`` only with a better one, and stops early when the uninterrupted run
     would); the AMP gradient scalers' state when AMP is on.
 
@@ -118,13 +122,26 @@ class TrainingRunState:
     def _of_type(self, kind) -> list:
         return [h for h in self.evaluator_handlers if isinstance(h, kind)]
 
-    def _best_savers(self) -> list:
-        return [h for h in self._of_type(CheckpointSaver) if h._key_metric_checkpoint is not None]
+    def _best_savers(self) -> dict:
+        """The key-metric checkpoints of the evaluator's ``CheckpointSaver``s, by name: the fixed file
+        name (``key_metric_filename``, e.g. ``model.pt``), else the prefix of the files it writes."""
+        found = {}
+        for saver in self._of_type(CheckpointSaver):
+            checkpoint = saver_checkpoint(saver, "key_metric")
+            if checkpoint is None:
+                continue
+            name = getattr(checkpoint.save_handler, "filename", None) or f"{checkpoint.filename_prefix}*key_metric*"
+            while name in found:  # two savers writing the same names (into other folders)
+                name += "+"
+            found[name] = checkpoint
+        return found
 
     def _early_stops(self) -> list:
+        """The ignite ``EarlyStopping`` of each ``EarlyStopHandler``, in the handlers' order: they carry no
+        name, so a resumed run matches them by their order among the early-stop handlers."""
         from monai.handlers import EarlyStopHandler
 
-        return [h._handler for h in self._of_type(EarlyStopHandler) if h._handler is not None]
+        return [s for s in (early_stopping(h) for h in self._of_type(EarlyStopHandler)) if s is not None]
 
     @staticmethod
     def _best_of(engine: Engine | None) -> dict | None:
@@ -154,14 +171,12 @@ class TrainingRunState:
             "evaluator": self._best_of(self.evaluator),
             "early_stop": [{"counter": int(h.counter), "best_score": _number(h.best_score)}
                            for h in self._early_stops()],
-            "best_checkpoints": [[[_number(p), str(f)] for p, f in saver._key_metric_checkpoint._saved]
-                                 for saver in self._best_savers()],
+            "best_checkpoints": {name: [[_number(p), f] for p, f in kept_files(checkpoint)]
+                                 for name, checkpoint in self._best_savers().items()},
             "scalers": self._scalers(),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        from ignite.handlers import Checkpoint
-
         from monaifrac.checkpoints import set_rng_state, set_transform_rng_states
 
         if int(state["seed"]) != self.seed:
@@ -177,24 +192,36 @@ class TrainingRunState:
             if engine is not None and saved:
                 engine.state.best_metric = saved["best_metric"]
                 engine.state.best_metric_epoch = saved["best_metric_epoch"]
-        pairs = ((self._early_stops(), state.get("early_stop", []), "early-stop handlers"),
-                 (self._best_savers(), state.get("best_checkpoints", []), "best-metric checkpoint savers"))
-        for targets, saved, what in pairs:
-            if not targets:
-                continue  # e.g. a rank > 0 of a distributed run, which saves no model.pt
-            if len(targets) != len(saved):
-                logger.warning("%d %s in this run, %d in the checkpoint: their bookkeeping starts afresh",
-                               len(targets), what, len(saved))
-                continue
-            for target, value in zip(targets, saved):
-                if isinstance(value, dict):  # ignite EarlyStopping
-                    target.counter, target.best_score = int(value["counter"]), value["best_score"]
-                else:  # a key-metric CheckpointSaver
-                    target._key_metric_checkpoint._saved = [Checkpoint.Item(p, f) for p, f in value]
+        early_stops, saved = self._early_stops(), state.get("early_stop", [])
+        if early_stops and len(early_stops) != len(saved):
+            logger.warning("%d early-stop handlers in this run, %d in the checkpoint: their bookkeeping starts afresh",
+                           len(early_stops), len(saved))
+        elif early_stops:
+            for target, value in zip(early_stops, saved):
+                target.counter, target.best_score = int(value["counter"]), value["best_score"]
+        self._restore_best_savers(state.get("best_checkpoints") or {})
         for name, saved in (state.get("scalers") or {}).items():
             scaler = getattr(self.trainer, name, None)
             if scaler is not None and scaler.is_enabled():
                 scaler.load_state_dict(saved)
+
+    def _restore_best_savers(self, saved) -> None:
+        """Give each key-metric ``CheckpointSaver`` the files it kept, matched by name (see :meth:`_best_savers`)."""
+        savers = self._best_savers()
+        if not savers:
+            return  # e.g. a rank > 0 of a distributed run, which saves no model.pt
+        if isinstance(saved, list):  # a checkpoint written before the savers were named: by their order
+            if len(saved) != len(savers):
+                logger.warning("%d best-metric checkpoint savers in this run, %d in the checkpoint: their "
+                               "bookkeeping starts afresh", len(savers), len(saved))
+                return
+            saved = dict(zip(savers, saved))
+        for name, checkpoint in savers.items():
+            if name in saved:
+                set_kept_files(checkpoint, saved[name])
+            else:
+                logger.warning("the checkpoint holds no best-metric bookkeeping for %s (it has %s): that saver "
+                               "starts afresh", name, ", ".join(sorted(saved)) or "none")
 
     def summary(self) -> str:
         """One line for the log: what was restored."""
@@ -237,7 +264,7 @@ class TrainingStateSaver(AtomicCheckpointSaver):
         if self.run_state is not None:
             self.save_dict["run_state"] = self.run_state
         super().attach(engine)
-        if self._interval_checkpoint is not None and self.epoch_level:
+        if saver_checkpoint(self, "interval") is not None and self.epoch_level:
             engine.add_event_handler(Events.EPOCH_STARTED, self._adopt_resumed_file)
 
     def _adopt_resumed_file(self, engine: Engine) -> None:
@@ -245,17 +272,13 @@ class TrainingStateSaver(AtomicCheckpointSaver):
             return
         self._adopted = True
         epoch = engine.state.epoch - 1
-        checkpoint = self._interval_checkpoint
-        if epoch < 1 or epoch % self.save_interval or checkpoint._saved:
+        checkpoint = saver_checkpoint(self, "interval")
+        if epoch < 1 or epoch % self.save_interval or kept_files(checkpoint):
             return
-        from ignite.handlers import Checkpoint
-
         name = "checkpoint" if len(self.save_dict) > 1 else next(iter(self.save_dict))
-        filename = checkpoint._get_filename_pattern(None).format(
-            filename_prefix=checkpoint.filename_prefix, ext=checkpoint.ext, name=name,
-            score_name=checkpoint.score_name, score=str(epoch), global_step=None)
+        filename = checkpoint_filename(checkpoint, name, epoch)
         if (Path(self.save_dir) / filename).is_file():
-            checkpoint._saved.append(Checkpoint.Item(epoch, filename))
+            set_kept_files(checkpoint, [(epoch, filename)])
 
 
 class TrainingStateLoader(WeightsLoader):
@@ -316,6 +339,6 @@ class TrainingStateLoader(WeightsLoader):
         progress = min(scheduler.last_epoch, length) / length
         for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
             group["lr"] = scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * progress)) / 2
-        scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
+        set_last_lr(scheduler, [g["lr"] for g in scheduler.optimizer.param_groups])
         self.logger.info(f"learning-rate cosine stretched from {old} to {length} epochs: lr now "
-                         f"{scheduler._last_lr[0]:.3g} at epoch {engine.state.epoch}")
+                         f"{scheduler.get_last_lr()[0]:.3g} at epoch {engine.state.epoch}")

@@ -37,18 +37,13 @@ import torch
 from monai.networks.blocks import BaseEncoder
 from monai.networks.layers.factories import Conv
 from monai.networks.layers.utils import get_norm_layer
-from monai.networks.nets.efficientnet import (
-    BlockArgs,
-    MBConvBlock,
-    _calculate_output_image_size,
-    _make_same_padder,
-    _round_filters,
-    _round_repeats,
-    drop_connect,
-)
+from monai.networks.nets.efficientnet import BlockArgs, MBConvBlock, drop_connect
 from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from monaifrac.compat.monai import output_image_size, round_filters, round_repeats, same_padder
+from monaifrac.compat.pytorch import is_running_stats_norm
 
 __all__ = ["EfficientNetLiteEncoder", "LITE_PARAMS", "LiteMBConvBlock", "MissingWeightsError", "pretrained_weights_path"]
 
@@ -78,9 +73,9 @@ def _stages(model_name: str) -> list[BlockArgs]:
         args = BlockArgs.from_string(text)
         fixed = i in (0, len(_BLOCKS) - 1)
         stages.append(args._replace(
-            input_filters=_STEM_CHANNELS if i == 0 else _round_filters(args.input_filters, width, _DEPTH_DIVISOR),
-            output_filters=_round_filters(args.output_filters, width, _DEPTH_DIVISOR),
-            num_repeat=args.num_repeat if fixed else _round_repeats(args.num_repeat, depth),
+            input_filters=_STEM_CHANNELS if i == 0 else round_filters(args.input_filters, width, _DEPTH_DIVISOR),
+            output_filters=round_filters(args.output_filters, width, _DEPTH_DIVISOR),
+            num_repeat=args.num_repeat if fixed else round_repeats(args.num_repeat, depth),
         ))
     return stages
 
@@ -113,7 +108,7 @@ def _running_stats_kept(module: nn.Module) -> Iterator[None]:
     batch norm in training mode updates its running mean, variance and batch count each time
     it runs; the recomputation would count every batch twice.
     """
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats]
+    norms = [m for m in module.modules() if is_running_stats_norm(m)]
     kept = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in norms]
     try:
         yield
@@ -132,7 +127,8 @@ def _checkpoint_contexts(module: nn.Module):
 class LiteMBConvBlock(MBConvBlock):
     """MONAI's ``MBConvBlock`` as EfficientNet-Lite has it: ReLU6, no squeeze-and-excitation.
 
-    The layers and their names are MONAI's; ``forward`` is MONAI's without the SE branch, which
+    The layers and their names are MONAI's (:data:`monaifrac.compat.monai.MBCONV_PARTS`, private
+    attributes of MONAI's block); ``forward`` is MONAI's without the SE branch, which
     TorchScript cannot compile in a block built without SE (MONAI 1.6.1 then leaves
     ``_se_adaptpool`` undefined, and ``bundle ckpt_export`` fails on it).
     """
@@ -201,10 +197,10 @@ class EfficientNetLiteEncoder(nn.Module, BaseEncoder):
         conv = Conv["conv", spatial_dims]
 
         self._conv_stem = conv(in_channels, _STEM_CHANNELS, kernel_size=3, stride=2, bias=False)
-        self._conv_stem_padding = _make_same_padder(self._conv_stem, image_size)
+        self._conv_stem_padding = same_padder(self._conv_stem, image_size)
         self._bn0 = get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=_STEM_CHANNELS)
         self._relu = nn.ReLU6(inplace=True)
-        image_size = _calculate_output_image_size(image_size, 2)
+        image_size = output_image_size(image_size, 2)
 
         stages = _stages(model_name)
         total = sum(s.num_repeat for s in stages)
@@ -227,7 +223,7 @@ class EfficientNetLiteEncoder(nn.Module, BaseEncoder):
                 )
                 blocks.append(block)
                 if first:
-                    image_size = _calculate_output_image_size(image_size, stage.stride)
+                    image_size = output_image_size(image_size, stage.stride)
             if i in _feature_stages(stages):
                 self._feature_blocks.append(len(blocks) - 1)
         self._blocks = nn.ModuleList(blocks)

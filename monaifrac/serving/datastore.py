@@ -62,13 +62,13 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 from fastapi import HTTPException
-from filelock import FileLock
-
 from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.utils.others.generic import md5_digest
 
+from monaifrac.compat.monailabel import (datastore_objects, image_folder, init_dicomweb_datastore, label_folder,
+                                         updating_objects)
 from monaifrac.dicom.web import Pacs, PacsError, connect, credentials
 from monaifrac.io import InputError, atomic_path, from_monai_frame, read_label_map, read_nifti, suffix_of
 
@@ -113,13 +113,8 @@ class FilmDICOMwebDatastore(DICOMWebDatastore):
 
     def __init__(self, pacs: Pacs, cache_path: str, modalities=MODALITIES, search_filter: Optional[dict] = None,
                  listing_ttl: float = 60.0):
-        # MONAI Label's DICOMWebDatastore.__init__ is not called: it would start a file watcher on the
-        # cache and name the NIfTI conversion; what its methods read is set here
         self._pacs = pacs
-        self._client = pacs.client
-        self._search_filter = dict(search_filter or {})
-        self._fetch_by_frame = False
-        self._convert_to_nifti = False
+        self._filter = dict(search_filter or {})
         self._modalities = tuple(modalities)
         self._listing_ttl = float(listing_ttl)
         self._series: Optional[Dict[str, dict]] = None  # series uid -> what QIDO said of it
@@ -130,11 +125,12 @@ class FilmDICOMwebDatastore(DICOMWebDatastore):
         self._failed_at: Optional[float] = None
         self._failure: Optional[HTTPException] = None
         self._skipped: set = set()
-        datastore_path = os.path.join(cache_path, md5_digest(self._client.base_url))
+        datastore_path = os.path.join(cache_path, md5_digest(pacs.client.base_url))
         logger.info("DICOMweb datastore of projection films: %s (%s); cache %s", pacs.url,
                     "/".join(self._modalities), datastore_path)
-        LocalDatastore.__init__(self, datastore_path=datastore_path, extensions=(f"*{FILM_SUFFIX}", f"*{LABEL_SUFFIX}"),
-                                auto_reload=False)
+        # not DICOMWebDatastore.__init__: it would start a file watcher on the cache and name the NIfTI conversion
+        init_dicomweb_datastore(self, pacs.client, datastore_path, (f"*{FILM_SUFFIX}", f"*{LABEL_SUFFIX}"),
+                                self._filter)
 
     # -- the PACS ------------------------------------------------------------------------
 
@@ -181,7 +177,7 @@ class FilmDICOMwebDatastore(DICOMWebDatastore):
         series: Dict[str, dict] = {}
         for modality in self._modalities:
             with self._pacs_call(f"search for {modality} series"):
-                found = self._client.search_for_series(search_filters={**self._search_filter, "Modality": modality},
+                found = self._pacs.client.search_for_series(search_filters={**self._filter, "Modality": modality},
                                                        fields=list(_QIDO_FIELDS), get_remaining=True)
             for item in found:
                 uid = _value(item, "SeriesInstanceUID") or ""
@@ -204,7 +200,7 @@ class FilmDICOMwebDatastore(DICOMWebDatastore):
         if self._segs is None or now - self._segs_at >= self._listing_ttl:
             self._remembered(for_status)
             with self._pacs_call("search for SEG series"):
-                found = self._client.search_for_series(search_filters={"Modality": "SEG"}, get_remaining=True)
+                found = self._pacs.client.search_for_series(search_filters={"Modality": "SEG"}, get_remaining=True)
             segs = {}
             for item in found:
                 seg_uid, study_uid = _value(item, "SeriesInstanceUID"), _value(item, "StudyInstanceUID")
@@ -213,7 +209,7 @@ class FilmDICOMwebDatastore(DICOMWebDatastore):
             for seg_uid, study_uid in segs.items():
                 if seg_uid not in self._seg_refs:
                     with self._pacs_call(f"read the metadata of SEG series {seg_uid}"):
-                        meta = self._client.retrieve_series_metadata(study_uid, seg_uid)
+                        meta = self._pacs.client.retrieve_series_metadata(study_uid, seg_uid)
                     self._seg_refs[seg_uid] = self._referenced_series(meta)
             self._segs, self._segs_at = set(segs), now
         return {self._seg_refs.get(s) for s in self._segs} - {None}
@@ -238,7 +234,7 @@ class FilmDICOMwebDatastore(DICOMWebDatastore):
         return image_id
 
     def _film_path(self, image_id: str) -> Path:
-        return Path(self._datastore.image_path()).resolve() / f"{image_id}{FILM_SUFFIX}"
+        return Path(image_folder(self)).resolve() / f"{image_id}{FILM_SUFFIX}"
 
     def list_images(self) -> List[str]:
         return sorted(self._listing())
@@ -247,10 +243,10 @@ class FilmDICOMwebDatastore(DICOMWebDatastore):
         """The film of series ``image_id`` as a local ``.dcm`` file, retrieved from the PACS the first time."""
         image_id = self._check_id(image_id)
         path = self._film_path(image_id)
-        if path.is_file() and image_id in self._datastore.objects:
+        if path.is_file() and image_id in datastore_objects(self):
             return str(path)
         with self._pacs_call(f"find series {image_id}"):
-            found = self._client.search_for_series(search_filters={"SeriesInstanceUID": image_id},
+            found = self._pacs.client.search_for_series(search_filters={"SeriesInstanceUID": image_id},
                                                    fields=list(_QIDO_FIELDS))
         found = [s for s in found if _value(s, "SeriesInstanceUID") == image_id]
         if not found:
@@ -262,7 +258,8 @@ class FilmDICOMwebDatastore(DICOMWebDatastore):
         if not _UID.fullmatch(study_uid):
             raise _refused(502, f"PACS {self._pacs.url}: series {image_id} has no Study Instance UID")
         with self._pacs_call(f"list the instances of series {image_id}"):
-            instances = self._client.search_for_instances(study_instance_uid=study_uid, series_instance_uid=image_id)
+            instances = self._pacs.client.search_for_instances(study_instance_uid=study_uid,
+                                                               series_instance_uid=image_id)
         if len(instances) != 1:
             raise _refused(422, f"image id {image_id}: the series holds {len(instances)} instances; an image here is "
                                 "a series of one film")
@@ -270,7 +267,7 @@ class FilmDICOMwebDatastore(DICOMWebDatastore):
         if not _UID.fullmatch(sop_uid):
             raise _refused(502, f"PACS {self._pacs.url}: series {image_id} names an instance {sop_uid!r}, not a UID")
         with self._pacs_call(f"retrieve instance {sop_uid}"):
-            ds = self._client.retrieve_instance(study_uid, image_id, sop_uid)
+            ds = self._pacs.client.retrieve_instance(study_uid, image_id, sop_uid)
         from monaifrac.io.dicom import check_dicom_film
         from monaifrac.dicom.seg import save_dataset
 
@@ -281,13 +278,11 @@ class FilmDICOMwebDatastore(DICOMWebDatastore):
         except InputError as err:
             raise _refused(422, f"image id {image_id}: the PACS's instance cannot be read as a film: "
                                 f"{err.problem}") from None
-        self._init_from_datastore_file()  # takes the lock itself
-        with FileLock(self._lock_file):
-            old = self._datastore.objects.get(image_id)
+        with updating_objects(self) as objects:
+            old = objects.get(image_id)
             image_info = dict(info, SOPInstanceUID=sop_uid, ts=int(time.time()), name=path.name)
-            self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=image_info, ext=FILM_SUFFIX),
-                                                                labels=old.labels if old else {})
-            self._update_datastore_file(lock=False)
+            objects[image_id] = ImageLabelModel(image=DataModel(info=image_info, ext=FILM_SUFFIX),
+                                                labels=old.labels if old else {})
         logger.info("retrieved series %s (%s, instance %s) into %s", image_id, modality, sop_uid, path)
         return str(path)
 
@@ -380,7 +375,7 @@ class FilmDICOMwebDatastore(DICOMWebDatastore):
             save_dataset(seg, buffer)  # as a file (preamble, file meta), the way STOW-RS sends it
             buffer.seek(0)
             with self._pacs_call(f"store the SEG of series {image_id}"):
-                answer = self._client.store_instances([pydicom.dcmread(buffer)])
+                answer = self._pacs.client.store_instances([pydicom.dcmread(buffer)])
             failed = answer.get("FailedSOPSequence") or []
             if failed:
                 reason = failed[0].get("FailureReason", "not given")
@@ -399,14 +394,11 @@ class FilmDICOMwebDatastore(DICOMWebDatastore):
         """MONAI Label's bookkeeping: ``labels/<tag>/<id>.png`` (written atomically) and the datastore file."""
         from monaifrac.io import write_png
 
-        folder = Path(self._datastore.label_path(label_tag))
-        dest = folder / f"{image_id}{LABEL_SUFFIX}"
-        self._init_from_datastore_file()  # takes the lock itself
-        with FileLock(self._lock_file):
+        dest = Path(label_folder(self, label_tag)) / f"{image_id}{LABEL_SUFFIX}"
+        with updating_objects(self) as objects:
             write_png(dest, label)
-            obj = self._datastore.objects[image_id]
+            obj = objects[image_id]
             obj.labels[label_tag] = DataModel(info=dict(info, ts=int(time.time()), name=dest.name), ext=LABEL_SUFFIX)
-            self._update_datastore_file(lock=False)
 
     def datalist(self, full_path=True) -> List[Dict[str, Any]]:
         # the films with a final label saved here (MONAI Label's would convert every SEG of the PACS to NIfTI)
@@ -417,7 +409,7 @@ class FilmDICOMwebDatastore(DICOMWebDatastore):
     def status(self) -> Dict[str, Any]:
         """``/info/``'s datastore part; with the PACS out of reach, what is known here and ``pacs_error``."""
         tags: Dict[str, int] = {}
-        for obj in self._datastore.objects.values():
+        for obj in datastore_objects(self).values():
             for tag in obj.labels:
                 tags[tag] = tags.get(tag, 0) + 1
         status: Dict[str, Any] = {"pacs": self._pacs.url}

@@ -86,17 +86,36 @@ def test_model_pt_is_the_generator_alone_and_runs_through_inference(gan_runs, pr
 
 
 def test_gan_under_multi_gpu_train(prepared, tmp_path):
-    """Both networks in DDP (2 gloo processes): trains, saves once, and shuts down cleanly."""
+    """Both networks in DDP (2 gloo processes): each rank ends with the same weights in both networks (their
+    gradients were averaged across ranks, which saw different films), rank 0 alone saves, and both processes
+    shut down cleanly."""
     from tests.integration.conftest import MULTI_GPU_JSON
 
     root = tmp_path / "ddp"
+    # after training, each rank saves both networks' weights as its DDP wrapper holds them (`.module`: a
+    # network that is not wrapped has none, and the run fails)
+    per_rank = tmp_path / "per_rank.json"
+    per_rank.write_text(json.dumps({"run": [
+        "$@train#trainer.run()",
+        "$torch.save({'model': @network.module.state_dict(), 'discriminator': @discriminator.module.state_dict()}, "
+        f"'{tmp_path}/rank' + os.environ['RANK'] + '.pt')"]}))
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-            "-m", "monai.bundle", "run", "--config_file", f"['{TRAIN_JSON}','{GAN_JSON}','{MULTI_GPU_JSON}']",
+            "-m", "monai.bundle", "run",
+            "--config_file", f"['{TRAIN_JSON}','{GAN_JSON}','{MULTI_GPU_JSON}','{per_rank}']",
             "--dataset_dir", str(prepared.dataset_dir), "--bundle_root", str(root), "--max_epochs", "1", *SMALL]
     log = check_rc(run_cmd(args, timeout=300, env={"OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}))
-    assert "DistributedDataParallel" not in log or "Traceback" not in log
+    for sign in ("Traceback", "terminate called", "Fatal Python error", "ChildFailedError"):
+        assert sign not in log, log[-4000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", map_location="cpu", weights_only=True) for r in (0, 1)]
+    for net in ("model", "discriminator"):
+        # parameters only: DDP broadcasts the batch-norm statistics at each forward, then each rank updates its own
+        params = [k for k, v in ranks[0][net].items() if v.is_floating_point() and "running_" not in k]
+        assert params and all(torch.equal(ranks[0][net][k], ranks[1][net][k]) for k in params), net
     state = torch.load(root / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=True)
     for net in ("model", "discriminator"):
         assert state[net] and not any(k.startswith("module.") for k in state[net])  # unwrapped from DDP
         assert all(torch.isfinite(v).all() for v in state[net].values() if v.is_floating_point())
+        assert all(torch.equal(state[net][k], ranks[0][net][k]) for k in state[net])  # what rank 0 trained
     assert state["d_optimizer"]["state"]
+    assert sorted(p.name for p in (root / "models").iterdir()) == sorted(
+        ["checkpoint_epoch=1.pt", "checkpoint_final.pt", "model.pt"])  # rank 0's files, each written once

@@ -232,27 +232,46 @@ def predictions(out: Path) -> dict[str, float]:
         return {Path(r["film"]).name: float(r["fracture_score"]) for r in csv.DictReader(f)}
 
 
+def other_member(model: Path, out: Path) -> Path:
+    """A second ensemble member: ``model``'s weights, each float tensor moved by a quarter of its spread
+    (fixed seed; batch-norm statistics kept), so that its labels differ from the model's on many pixels."""
+    state = torch.load(model, map_location="cpu", weights_only=True)
+    g = torch.Generator().manual_seed(1)
+    moved = {k: v + 0.25 * v.std() * torch.randn(v.shape, generator=g)
+             if v.is_floating_point() and v.numel() > 1 and "running_" not in k else v for k, v in state.items()}
+    torch.save(moved, out)
+    return out
+
+
 def test_ensemble_tta_and_threshold_switches(trained, inputs, tmp_path):
-    """An ensemble of a model with itself labels exactly as the model alone; flip TTA runs the
-    flipped films too (its scores differ) and still writes every film at its size; a fracture
+    """An ensemble of the model and a different second member averages their probabilities: its labels
+    differ from each member's, and wherever the two members agree on a pixel it agrees with them; flip TTA
+    runs the flipped films too (its scores differ) and still writes every film at its size; a fracture
     threshold below the argmax's keeps every fracture pixel and the scores, and adds pixels."""
     folder, expected = inputs
     model = trained.bundle_root / "models" / "model.pt"
+    other = other_member(model, tmp_path / "other.pt")
     base = ["run", "--config_file", INFERENCE_JSON, "--input_dir", str(folder), "--bundle_root",
             str(trained.bundle_root), "--patch_size", "[64,64]"]
     runs = {}
-    for name, extra in {"single": [], "pair": ["--model_files", json.dumps([str(model), str(model)])],
+    for name, extra in {"single": [], "other": ["--model_files", json.dumps([str(other)])],
+                        "pair": ["--model_files", json.dumps([str(model), str(other)])],
                         "tta": ["--tta", "true"], "threshold": ["--fracture_threshold", "0.05"]}.items():
         runs[name] = tmp_path / name
         check_rc(run_cmd(bundle_cmd(*base, "--output_dir", str(runs[name]), *extra)))
         check_outputs(runs[name], expected, overlays=False)
-    single, pair, tta = (predictions(runs[n]) for n in ("single", "pair", "tta"))
-    assert single.keys() == pair.keys() == tta.keys()
+    single, alone, pair, tta = (predictions(runs[n]) for n in ("single", "other", "pair", "tta"))
+    assert single.keys() == alone.keys() == pair.keys() == tta.keys()
+    changed = {"single": 0, "other": 0}
     for film in single:
-        assert pair[film] == pytest.approx(single[film], abs=1e-5)
         stem = film.rsplit(".", 1)[0].removesuffix(".nii")
-        a, b = (np.asarray(Image.open(runs[n] / f"{stem}.png")) for n in ("single", "pair"))
-        assert np.mean(a != b) < 1e-3  # argmax of the same probabilities (float ties aside)
+        a, b, p = (np.asarray(Image.open(runs[n] / f"{stem}.png")) for n in ("single", "other", "pair"))
+        agree = a == b
+        assert np.mean(p[agree] != a[agree]) < 1e-3, stem  # the mean of two votes for a class is for it (ties aside)
+        changed["single"] += int((p != a).sum())
+        changed["other"] += int((p != b).sum())
+    assert changed["single"] > 0 and changed["other"] > 0, changed  # both members were in the average
+    assert any(abs(pair[f] - single[f]) > 1e-4 for f in single) and any(abs(pair[f] - alone[f]) > 1e-4 for f in single)
     assert any(abs(tta[f] - single[f]) > 1e-4 for f in single)
     added = 0
     for film, score in predictions(runs["threshold"]).items():
@@ -273,21 +292,33 @@ ENGINE_MEAN_SCORE_CHANGE = 0.05
 
 def test_engines_agree_with_tta_and_ensembles(trained, inputs, tmp_path):
     """ONNX Runtime (the CPU default) and PyTorch label every film alike, alone, with flip TTA and as an ensemble;
-    the ONNX file is cached beside the weights under their hash."""
+    each ran as asked: the PyTorch runs leave no ONNX file, the first ONNX Runtime run exports one (beside the
+    weights, under their hash) and the later ones run that file."""
     from monaifrac.networks.onnx import weights_hash
 
     folder, expected = inputs
-    model = trained.bundle_root / "models" / "model.pt"
+    models = tmp_path / "models"  # weights of their own: no ONNX file cached by an earlier test
+    models.mkdir()
+    model = models / "model.pt"
+    shutil.copy(trained.bundle_root / "models" / "model.pt", model)
     base = ["run", "--config_file", INFERENCE_JSON, "--input_dir", str(folder), "--bundle_root",
-            str(trained.bundle_root)]
+            str(trained.bundle_root), "--model_file", str(model)]
     variants = {"single": [], "tta": ["--tta", "true"],
                 "pair": ["--model_files", json.dumps([str(model), str(model)])]}
-    runs = {}
+    runs, logs = {}, {}
     for engine in ("torch", "onnxruntime"):
         for name, extra in variants.items():
             runs[engine, name] = tmp_path / f"{engine}_{name}"
-            check_rc(run_cmd(bundle_cmd(*base, "--output_dir", str(runs[engine, name]), "--engine", engine, *extra)))
+            logs[engine, name] = check_rc(run_cmd(bundle_cmd(*base, "--output_dir", str(runs[engine, name]),
+                                                             "--engine", engine, *extra)))
             check_outputs(runs[engine, name], expected, overlays=False)
+            onnx_files = sorted(p.name for p in models.glob("*.onnx"))
+            if engine == "torch":
+                assert onnx_files == [], (name, onnx_files)
+            else:
+                assert len(onnx_files) == 1, (name, onnx_files)
+    exported = [n for n in variants if "exporting the network to" in logs["onnxruntime", n]]
+    assert exported == ["single"], exported  # once, by the first run; the others ran the cached file
     for name in variants:
         torch_scores, ort_scores = predictions(runs["torch", name]), predictions(runs["onnxruntime", name])
         assert torch_scores.keys() == ort_scores.keys() and len(torch_scores) == len(expected)
@@ -305,7 +336,7 @@ def test_engines_agree_with_tta_and_ensembles(trained, inputs, tmp_path):
     parser.read_config(str(REPO / INFERENCE_JSON))
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))
-    assert sorted(p.name for p in model.parent.glob("model.*.onnx")) == [f"model.{weights_hash(net)}.onnx"]
+    assert sorted(p.name for p in models.glob("model.*.onnx")) == [f"model.{weights_hash(net)}.onnx"]
 
 
 SHIPPED_MODEL = REPO / "bundle" / "models" / "model.pt"

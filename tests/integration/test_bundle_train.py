@@ -213,3 +213,23 @@ def test_gpu_recipe_runs_through_monai_bundle(trained, tmp_path):
     shipped = torch.load(trained.bundle_root / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert set(weights) == set(shipped)  # channels_last changes strides, not the state dict's keys
     assert [e.step for e in event_accumulator(bundle_root / "eval").Scalars("val_fracture_dice")] == [1]
+
+
+def test_a_non_finite_loss_stops_train_json_before_it_becomes_the_best_model(trained, tmp_path):
+    """``train.json`` attaches ``StopOnNonFiniteLoss``: a loss that turns NaN (here at the first iteration, the
+    loss function overridden to give one) stops the run with its message, before any validation, so the
+    ``model.pt`` already in the bundle root is never replaced by the diverged weights, and no final
+    checkpoint is written. Without the handler the run would validate the NaN network as its first best."""
+    bundle_root = tmp_path / "root"
+    (bundle_root / "models").mkdir(parents=True)
+    before = (trained.bundle_root / "models" / "model.pt").read_bytes()
+    (bundle_root / "models" / "model.pt").write_bytes(before)
+    proc = run_cmd(bundle_cmd("run", "--config_file", TRAIN_JSON, "--dataset_dir", str(trained.prepared.dataset_dir),
+                              "--bundle_root", str(bundle_root), "--max_epochs", "1", "--preflight", "false",
+                              "--train#trainer#loss_function", "$lambda pred, label: @loss(pred, label) * float('nan')",
+                              *SMALL), timeout=400)
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert "TrainingDiverged: training loss is nan at epoch 1, iteration 1" in proc.stdout, proc.stdout[-3000:]
+    assert "val_fracture_dice" not in proc.stdout  # never validated
+    assert (bundle_root / "models" / "model.pt").read_bytes() == before
+    assert sorted(p.name for p in (bundle_root / "models").iterdir()) == ["model.pt"]

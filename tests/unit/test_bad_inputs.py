@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -141,14 +140,12 @@ def test_exif_orientation_is_the_numpy_turn_of_the_stored_pixels(corpus, k):
 
 
 def test_6000_film_is_read_at_full_size(tmp_path):
-    """Only the reader here; full inference on it was measured once (scripts/bench_big_film.py)."""
+    """Only the reader here, and no timing: its time and memory, and full inference on it, are measured by
+    scripts/bench_big_film.py."""
     path = make_huge_film(tmp_path / "huge.jpg")
-    start = time.perf_counter()
     array, info = read_radiograph(path)
-    seconds = time.perf_counter() - start
     assert array.shape == (6000, 6000) and array.dtype == np.uint8 and not info.warnings
     assert array[3000, 3000] > array[2000, 3000] > array[100, 3000]  # bone > soft tissue > air
-    assert seconds < 20, seconds  # ~0.3 s; only a hang would trip this
 
 
 # ----------------------------------------------------------------------------- prepare

@@ -98,6 +98,28 @@ def test_non_finite_loss_stops_training_and_writes_no_final_checkpoint(tmp_path)
         engine.run([0, 1], max_epochs=1)
 
 
+def test_weights_after_a_non_finite_loss_never_become_the_best_model(tmp_path):
+    """The epoch that diverges is never validated: model.pt keeps the last validated best weights, although
+    the diverged weights would score higher (here the score grows with every step). A handler that only
+    warned, or ended the epoch early (``terminate_epoch``), would let the epoch be validated and saved."""
+    from ignite.engine import Events
+
+    engine, model = counting_engine([1.0, 1.0, 1.0, float("nan")])  # epoch 2's second iteration diverges
+    StopOnNonFiniteLoss().attach(engine)
+    evaluator = Engine(lambda e, b: None)
+    evaluator.add_event_handler(Events.EPOCH_COMPLETED,
+                                lambda e: e.state.metrics.update(score=float(model.weight.detach().sum())))
+    AtomicCheckpointSaver(str(tmp_path), {"model": model}, save_key_metric=True, key_metric_name="score",
+                          key_metric_filename="model.pt").attach(evaluator)
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: evaluator.run([0]))
+    with pytest.raises(TrainingDiverged, match="loss is nan at epoch 2, iteration 4"):
+        engine.run([0, 1], max_epochs=3)
+    assert evaluator.state.epoch == 1  # validated after epoch 1 only
+    best = read_checkpoint(tmp_path / "model.pt")["weight"]
+    assert torch.equal(best, model.weight.detach() - 2.0)  # epoch 1's weights: two steps before the fourth
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
 def test_fixed_name_model_pt_survives_a_failed_save(tmp_path, monkeypatch):
     from ignite.engine import Events
 

@@ -112,11 +112,21 @@ def test_learning_rate_logger_writes_the_rate_of_each_epoch():
                               ("lr", pytest.approx(0.0125), 3)]
 
 
-def test_learning_rate_logger_without_writer_does_nothing():
+def test_learning_rate_logger_without_writer_does_nothing(tmp_path, monkeypatch):
+    """Non-main ranks get no writer: the handler runs at every epoch end and writes nothing anywhere (no
+    default ``SummaryWriter`` in ``./runs``, as MONAI's handlers make when given None), nor touches the rate."""
+    monkeypatch.chdir(tmp_path)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     engine = Engine(lambda e, batch: None)
-    LearningRateLogger(None, optimizer, tag="learning_rate").attach(engine)
-    engine.run([0], max_epochs=2)  # non-main ranks get no writer
+    logger = LearningRateLogger(None, optimizer, tag="learning_rate")
+    logger.attach(engine)
+    assert engine.has_event_handler(logger, Events.EPOCH_COMPLETED)
+    calls = []
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: calls.append(logger.writer))
+    engine.run([0], max_epochs=2)
+    assert calls == [None, None]  # it ran both epochs and never made itself a writer
+    assert optimizer.param_groups[0]["lr"] == 0.1
+    assert list(tmp_path.iterdir()) == []
 
 
 # ----------------------------------------------------------------------------- OverlayImageHandler

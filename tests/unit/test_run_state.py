@@ -11,6 +11,8 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
+from monaifrac.compat.ignite import kept_files, set_kept_files
+from monaifrac.compat.monai import early_stopping, saver_checkpoint
 from monaifrac.checkpoints import (randomizables, read_checkpoint, rng_state, set_rng_state, set_transform_rng_states,
                                    transform_rng_states)
 from monaifrac.handlers import (AtomicCheckpointSaver, TrainingRunState, TrainingStateLoader, TrainingStateSaver,
@@ -150,13 +152,14 @@ def test_best_model_and_early_stop_pick_up_where_the_run_stopped(tmp_path):
     saved = read_checkpoint(part_dir / "checkpoint_epoch=2.pt")
     assert saved["run_state"]["early_stop"] == [{"counter": 1, "best_score": 0.5}]
     assert saved["run_state"]["evaluator"] == {"best_metric": 0.5, "best_metric_epoch": 1}
-    assert [[p for p, _ in kept] for kept in saved["run_state"]["best_checkpoints"]] == [[0.5]]  # model.pt's score
+    # model.pt's score, under its name (ignite tracks the file as its pattern names it; MONAI writes model.pt)
+    assert saved["run_state"]["best_checkpoints"] == {"model.pt": [[0.5, "model_key_metric=0.5000.pt"]]}
     epoch1_weights = read_checkpoint(part_dir / "model.pt")
 
     resumed, evaluator, early, _ = fake_training(part_dir, scores, resume_from=part_dir / "checkpoint_epoch=2.pt")
     resumed.run([0], max_epochs=4)
     assert resumed.state.epoch == 3  # the same early stop: the counter went on from 1
-    assert (early._handler.counter, early._handler.best_score) == (2, 0.5)
+    assert (early_stopping(early).counter, early_stopping(early).best_score) == (2, 0.5)
     assert (evaluator.state.best_metric, evaluator.state.best_metric_epoch) == (0.5, 1)
     # epoch 3 scored 0.4 < 0.5: model.pt still holds epoch 1's weights (a fresh saver would have replaced it)
     assert torch.equal(read_checkpoint(part_dir / "model.pt")["weight"], epoch1_weights["weight"])
@@ -180,3 +183,35 @@ def test_a_checkpoint_without_run_state_still_resumes(tmp_path, caplog):
         resumed.run([0, 1], max_epochs=2)
     assert resumed.state.iteration == 4
     assert "holds no run state" in caplog.text
+
+
+def _best_savers(folder, names):
+    model = torch.nn.Linear(1, 1)
+    return {name: AtomicCheckpointSaver(str(folder), {"model": model}, save_key_metric=True, key_metric_name="dice",
+                                        key_metric_filename=name) for name in names}
+
+
+def test_best_checkpoint_savers_are_matched_by_file_name_not_by_order(tmp_path, caplog):
+    savers = _best_savers(tmp_path, ["model.pt", "model_fracture.pt"])
+    set_kept_files(saver_checkpoint(savers["model.pt"], "key_metric"), [(0.5, "model.pt")])
+    set_kept_files(saver_checkpoint(savers["model_fracture.pt"], "key_metric"), [(0.25, "model_fracture.pt")])
+    state = TrainingRunState(seed=0, evaluator_handlers=list(savers.values())).state_dict()
+    assert state["best_checkpoints"] == {"model.pt": [[0.5, "model.pt"]],
+                                         "model_fracture.pt": [[0.25, "model_fracture.pt"]]}
+
+    # the resumed config lists them the other way round, with a third saver the checkpoint does not know
+    resumed = _best_savers(tmp_path, ["extra.pt", "model_fracture.pt", "model.pt"])
+    with caplog.at_level(logging.WARNING):
+        TrainingRunState(seed=0, evaluator_handlers=list(resumed.values())).load_state_dict(state)
+    assert kept_files(saver_checkpoint(resumed["model.pt"], "key_metric")) == [(0.5, "model.pt")]
+    assert kept_files(saver_checkpoint(resumed["model_fracture.pt"], "key_metric")) == [(0.25, "model_fracture.pt")]
+    assert kept_files(saver_checkpoint(resumed["extra.pt"], "key_metric")) == []
+    assert "no best-metric bookkeeping for extra.pt" in caplog.text
+
+
+def test_a_checkpoint_with_unnamed_best_savers_still_restores_them_in_order(tmp_path):
+    state = TrainingRunState(seed=0).state_dict()
+    state["best_checkpoints"] = [[[0.5, "model.pt"]]]  # as written before the savers were named
+    resumed = _best_savers(tmp_path, ["model.pt"])
+    TrainingRunState(seed=0, evaluator_handlers=list(resumed.values())).load_state_dict(state)
+    assert kept_files(saver_checkpoint(resumed["model.pt"], "key_metric")) == [(0.5, "model.pt")]

@@ -34,12 +34,32 @@ def sections_of(datalist) -> dict[str, str]:
     return {item["id"]: s for s, items in datalist.items() for item in items}
 
 
-def test_stable_hash_is_fixed_across_runs():
-    # sha256("0:IMG1") is a fixed value: the hash must not be Python's salted hash().
-    import hashlib
+_HASHES_AND_SECTIONS = """
+import json, sys
+from monaifrac.data.splits import assign_sections, stable_hash
+official = {f"F{i}": ("train", "valid", "test")[i % 3] for i in range(6)}
+official.update({f"N{i}": None for i in range(40)})
+print(json.dumps({"hashes": [stable_hash(0, "IMG1"), stable_hash(1, "IMG1"), stable_hash(7, "IMG0000003")],
+                  "sections": assign_sections(official, seed=3)}))
+"""
 
-    assert stable_hash(0, "IMG1") == int.from_bytes(hashlib.sha256(b"0:IMG1").digest()[:8], "big")
-    assert stable_hash(0, "IMG1") != stable_hash(1, "IMG1")
+
+def test_stable_hash_is_fixed_across_runs():
+    """Two Python processes with different string-hash salts place every film alike; the hash is a value
+    fixed once (computed when the splits were made), not whatever Python's salted hash() gives."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[2])
+    runs = [json.loads(subprocess.run([sys.executable, "-c", _HASHES_AND_SECTIONS], capture_output=True, text=True,
+                                      check=True, env={**os.environ, "PYTHONHASHSEED": salt, "PYTHONPATH": root}
+                                      ).stdout) for salt in ("1", "2")]
+    assert runs[0] == runs[1]
+    assert runs[0]["hashes"] == [3078130060657523734, 12618097329116177784, 3049089754118750391]
+    assert stable_hash(0, "IMG1") == 3078130060657523734  # and in this process too
+    assert set(runs[0]["sections"].values()) == {"training", "validation", "test"}
 
 
 @pytest.mark.parametrize(

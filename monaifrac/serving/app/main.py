@@ -67,7 +67,7 @@ class FractureInferTask(BundleInferTask):
         self._engine_network = None
         logger.info("inference engine: %s", engine)
 
-    def _get_network(self, device, data):
+    def _get_network(self, device, data):  # a private hook (monaifrac.compat.monailabel.OVERRIDDEN_HOOKS)
         # MONAI Label keeps one network per device and makes a new one when model.pt changes;
         # the engine's wrapper follows that network (a new one: a new ONNX file for its weights)
         network = super()._get_network(device, data)
@@ -92,7 +92,7 @@ class FractureInferTask(BundleInferTask):
 class FractureTrainTask(BundleTrainTask):
     """``train.json`` on the datastore's labelled films (image, label and the film's id)."""
 
-    def _fetch_datalist(self, request, datastore):
+    def _fetch_datalist(self, request, datastore):  # a private hook (monaifrac.compat.monailabel.OVERRIDDEN_HOOKS)
         return [{"image": d["image"], "label": d["label"], "id": _film_id(d["image"])}
                 for d in datastore.datalist() if d]
 
