@@ -72,7 +72,7 @@ def test_every_command_help_loads_no_torch_and_no_monai():
     proc = subprocess.run([sys.executable, "-c", ALL_HELP], cwd=REPO, capture_output=True, text=True, timeout=120)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["loaded"] == [], proc.stderr
-    assert len(result["codes"]) == 16 and all(v == [0, True] for v in result["codes"].values()), result["codes"]
+    assert len(result["codes"]) >= 16 and all(v == [0, True] for v in result["codes"].values()), result["codes"]
 
 
 def test_infer_help_lists_its_options():
