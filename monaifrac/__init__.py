@@ -9,14 +9,24 @@ __version__ = "0.1.0"
 
 import importlib as _importlib
 
-_SUBMODULES = {"bundle", "checkpoints", "cli", "crossval", "data", "datalist", "distributed", "engines", "evaluation",
-               "handlers", "inference", "inferers", "io", "losses", "memory", "metrics", "networks", "samplers", "transforms",
-               "visualize"}
+# Bundle configs say "$import monaifrac" and then "monaifrac.datalist.load_split(...)"; each
+# submodule is imported on first use (PEP 562) so that "import monaifrac" (and so the
+# ``monaifrac`` command's --help) loads no torch and no MONAI.
+_SUBMODULES = frozenset({
+    "benchmark", "bundle", "bundle_commands", "checkpoints", "cli", "crossval", "data", "datalist", "dicom",
+    "distributed", "engines", "errors", "evaluation", "handlers", "inference", "inferers", "io", "losses", "memory",
+    "metrics", "networks", "samplers", "serving", "transforms", "visualize"})
 
 
 def __getattr__(name):
-    # Bundle configs say "$import monaifrac" and then "monaifrac.datalist.load_split(...)";
-    # importing submodules on first use keeps that working without importing torch eagerly.
     if name in _SUBMODULES:
-        return _importlib.import_module(f"monaifrac.{name}")
+        try:
+            return _importlib.import_module(f"monaifrac.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"monaifrac.{name}":  # a module it imports is missing: say which
+                raise
     raise AttributeError(f"module 'monaifrac' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | _SUBMODULES)

@@ -154,16 +154,23 @@ def test_synth_then_prepare(tmp_path, capsys):
 
 
 def test_variant_options_select_the_override_files():
-    from monaifrac.cli import _variant_configs, build_parser
+    from monaifrac.bundle import run_options
+    from monaifrac.cli import build_parser
+
+    def configs(*argv):
+        return run_options(parser.parse_args(list(argv)))[0]
 
     parser = build_parser()
-    assert _variant_configs(parser.parse_args(["evaluate", "D"])) == []
-    args = parser.parse_args(["infer", "f.jpg", "--output-dir", "o", "--sliding-window", "--network", "basic_unet"])
-    assert _variant_configs(args) == ["basic_unet", "sliding_window"]
+    assert configs("evaluate", "D") == []
+    assert configs("infer", "f.jpg", "--output-dir", "o", "--sliding-window", "--network", "basic_unet") == \
+        ["basic_unet", "sliding_window"]
     args = parser.parse_args(["train", "D", "--set", "num_workers=0", "--sliding-window"])
-    assert _variant_configs(args) == ["sliding_window"] and args.set == ["num_workers=0"]
-    args = parser.parse_args(["train", "D", "--network", "unet", "--patches"])
-    assert _variant_configs(args) == ["unet", "patches"]
+    assert run_options(args) == (["sliding_window"], {"num_workers": 0})
+    assert configs("train", "D", "--network", "unet", "--patches") == ["unet", "patches"]
+    # cv declares the same bundle options as train (no --bundle-root: its folds are the bundle roots)
+    args = parser.parse_args(["cv", "D", "--out", "o", "--network", "unet", "--patches", "--sliding-window",
+                              "--set", "max_epochs=3"])
+    assert run_options(args, max_epochs=None) == (["unet", "patches", "sliding_window"], {"max_epochs": 3})
     from monaifrac.bundle import REPO_BUNDLE
 
     assert all((REPO_BUNDLE / "configs" / f"{name}.json").is_file()
@@ -171,10 +178,17 @@ def test_variant_options_select_the_override_files():
 
 
 def test_network_option_sets_the_backbone_of_the_default_network():
-    from monaifrac.cli import _network_overrides, build_parser
+    from monaifrac.bundle import run_options
+    from monaifrac.cli import build_parser
+
+    def overrides(*argv, **named):
+        return run_options(parser.parse_args(list(argv)), **named)[1]
 
     parser = build_parser()
-    assert _network_overrides(parser.parse_args(["infer", "f.jpg", "--output-dir", "o"])) == {}
-    args = parser.parse_args(["train", "D", "--network", "efficientnet-lite2"])
-    assert _network_overrides(args) == {"backbone": "efficientnet-lite2"}
-    assert _network_overrides(parser.parse_args(["evaluate", "D", "--network", "unet"])) == {}
+    assert overrides("infer", "f.jpg", "--output-dir", "o") == {}
+    assert overrides("train", "D", "--network", "efficientnet-lite2", max_epochs=2, fold=None) == \
+        {"max_epochs": 2, "backbone": "efficientnet-lite2"}
+    assert overrides("evaluate", "D", "--network", "unet") == {}
+    # --set comes last and wins over what the options set
+    assert overrides("train", "D", "--network", "efficientnet-lite1", "--set", "backbone=efficientnet-lite2") == \
+        {"backbone": "efficientnet-lite2"}
