@@ -9,7 +9,9 @@ One module per kind of measurement, each a verb of :mod:`.cli`:
   ``--networks``: the training step of the network and its cost levers alone; ``--epoch``: one whole epoch;
 * :mod:`.memory` (``memory PREPARED``): training's peak memory, shipped against a change;
 * :mod:`.prepare` (``prepare``): ``monaifrac prepare``'s throughput, one process against all;
-* :mod:`.big_film` (``big-film``): time and peak memory of one 6000 x 6000 film;
+* :mod:`.big_film` (``big-film``): time and peak memory of one 6000 x 6000 film, and of one film from the
+  command line;
+* :mod:`.compare` (``compare RUN_A RUN_B``): how much two inference runs' label maps differ;
 * :mod:`.render` (``render RESULT.json``): a result as the README's markdown table.
 
 Shared by all: :mod:`.timing` (the one clock, warm-up, median and spread), :mod:`.machine` (the machine

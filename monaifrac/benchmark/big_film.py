@@ -136,7 +136,7 @@ def main(args, report: Report) -> None:
                 rows[name] = {"film": film_size(film), "wall_s": timing.summary(walls), "peak_rss_mb": max(peaks)}
         for module in ("torch", "monai"):
             progress(f"python -c 'import {module}'")
-            walls = [run_child([sys.executable, "-c", f"import {module}"])[0] for _ in range(max(repeats, 3))]
+            walls = [run_child([sys.executable, "-c", f"import {module}"])[0] for _ in range(repeats)]
             rows[f"import {module}"] = {"film": "-", "wall_s": timing.summary(walls), "peak_rss_mb": None}
     report.results = {"side": args.side, "model": args.model, "rows": rows}
     t = Table("one film in a fresh process: wall time (median (p25-p75) of the runs) and peak RSS",

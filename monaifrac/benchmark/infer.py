@@ -17,6 +17,10 @@ this process) over the same films, with only the switches that make it that engi
 
 ``--variant NAME=ENGINE ID=VALUE ...`` adds an engine with more overrides of ``inference.json``
 (e.g. ``--variant t05=onnxruntime fracture_threshold=0.5``): any switch, priced and checked the same way.
+``--baseline CONFIG MODEL`` adds another network as the engine ``baseline``: ``inference.json`` + CONFIG
+(e.g. ``bundle/configs/unet.json``, the UNet shipped until 0.2.0, with its own inferer and precision)
+with MODEL's weights. ``--profile [K]``: after the timings, cProfile over one more run of the default
+engine (not in the figures) and its K functions with the most own time.
 
 Time. Handlers on the evaluator mark every film on one clock (:mod:`.timing`): **end to end** from
 the DataLoader's request for the film (reading, preprocessing) to the end of its iteration (inferer,
@@ -84,6 +88,11 @@ def add_arguments(p) -> None:
     p.add_argument("--set", nargs="+", default=[], metavar="ID=VALUE",
                    help="inference.json overrides for every engine (e.g. film_long_side=128 on tiny films)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    p.add_argument("--baseline", nargs=2, metavar=("CONFIG", "MODEL"), default=None,
+                   help="another network as the engine `baseline`: an override file of inference.json and its "
+                        "weights (e.g. bundle/configs/unet.json OLD_UNET.pt)")
+    p.add_argument("--profile", nargs="?", type=int, const=25, default=None, metavar="K",
+                   help="cProfile one more run of the default engine; its top K functions by own time (default 25)")
     p.add_argument("--keep", help="keep each engine's label maps and predictions.csv under this folder")
 
 
@@ -150,7 +159,10 @@ def _int8_missing(model: str) -> str | None:
 
 
 def overrides_of(name: str, model: str, common: dict, variants: dict) -> dict:
-    """inference.json's overrides that make engine ``name`` run ``model``."""
+    """inference.json's overrides that make engine ``name`` run ``model`` (``__configs__``: more config files)."""
+    if name == "baseline":
+        config, weights = variants["baseline"]
+        return {**common, "__configs__": [config], "model_file": weights}
     if name in variants:
         base, extra = variants[name]
         return {**overrides_of(base, model, common, variants), **extra}
@@ -193,9 +205,11 @@ def run_engine(films: list[str], out: Path, overrides: dict) -> dict:
 
     if out.exists():
         shutil.rmtree(out)
+    overrides = dict(overrides)
+    configs = [CONFIG, *overrides.pop("__configs__", [])]
     reset_peak_rss()
     # logging_file=False: the bundle's logging.conf would send MONAI's INFO lines to stdout, the tables' place
-    workflow = ConfigWorkflow(config_file=CONFIG, workflow_type="infer", input_files=films, output_dir=str(out),
+    workflow = ConfigWorkflow(config_file=configs, workflow_type="infer", input_files=films, output_dir=str(out),
                               bundle_root=str(out.parent / ".bundle_root"), logging_file=False, **overrides)
     workflow.initialize()
     clock = FilmClock(workflow.parser.get_parsed_content("evaluator"))
@@ -269,9 +283,15 @@ def main(args, report: Report) -> None:
         if base not in ENGINES or not name or name in ENGINES:
             raise ValueError(f"--variant {spec[0]}: expected NEW_NAME=ENGINE, ENGINE one of {', '.join(ENGINES)}")
         variants[name] = (base, parse_overrides(spec[1:]))
+    if args.baseline:
+        require_model(args.baseline[1])
+        if not Path(args.baseline[0]).is_file():
+            raise FileNotFoundError(f"{args.baseline[0]}: no such config file")
+        variants["baseline"] = (str(Path(args.baseline[0]).resolve()), str(Path(args.baseline[1]).resolve()))
     asked = list(dict.fromkeys(args.engines or [e for e in ENGINES if e not in BY_NAME_ONLY]))
     asked = list(dict.fromkeys([REFERENCE, *asked, *variants]))
-    names, skipped = available([f"{v}={variants[v][0]}" if v in variants else v for v in asked], model)
+    names, skipped = available([f"{v}={variants[v][0]}" if v in variants and v != "baseline" else v
+                                for v in asked], model)
     names = [n.split("=", 1)[0] for n in names]
     skipped = {k.split("=", 1)[0]: why for k, why in skipped.items()}
     default = "torch" if torch.cuda.is_available() or not _has_onnxruntime() else "onnxruntime"
@@ -307,6 +327,10 @@ def main(args, report: Report) -> None:
             if args.truth:
                 progress(f"scoring {name} against {args.truth}")
                 results["engines"][name]["truth"] = against_truth(keep / name, args.truth, tmp / "scores" / name)
+        if args.profile:
+            progress(f"cProfile of one more {default} run")
+            report.notes.append(profile(films, tmp / "profile", overrides_of(default, model, common, variants),
+                                        args.profile))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report.results = results
@@ -318,6 +342,31 @@ def main(args, report: Report) -> None:
                         "its warm-up and not counted" + ("; skipped: " + "; ".join(f"{k} ({v})" for k, v in
                                                                                      skipped.items())
                                                          if skipped else ""))
+
+
+def profile(films: list[str], out: Path, overrides: dict, top: int) -> str:
+    """cProfile of one run: its ``top`` functions by own time, and the network's forward against the rest."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run = run_engine(films, out, overrides)
+    profiler.disable()
+    text = io.StringIO()
+    stats = pstats.Stats(profiler, stream=text)
+    stats.sort_stats("tottime").print_stats(top)
+    # the network's forward: calls of Module.__call__ made by an inferer (monaifrac's or MONAI's)
+    forward = 0.0
+    for (file, _, name), (_, _, _, _, callers) in stats.stats.items():
+        if name == "_wrapped_call_impl" and file.endswith("torch/nn/modules/module.py"):
+            forward += sum(c[3] for (cfile, _, _), c in callers.items() if "inferers" in cfile)
+    total = sum(run["end_to_end_s"])
+    return (f"cProfile of one run over {len(films)} films, top {top} by own time:\n"
+            + text.getvalue().split("\n", 4)[-1].rstrip()
+            + f"\nper film under the profiler: {total / len(films):.3f} s end to end, of which the network's "
+              f"forward {forward / len(films):.3f} s")
 
 
 def tables(results: dict, truth: bool) -> list[Table]:

@@ -141,7 +141,7 @@ def test_exif_orientation_is_the_numpy_turn_of_the_stored_pixels(corpus, k):
 
 
 def test_6000_film_is_read_at_full_size(tmp_path):
-    """Only the reader here; full inference on it was measured once (scripts/bench_big_film.py)."""
+    """Only the reader here; full inference on it was measured once (monaifrac benchmark big-film)."""
     path = make_huge_film(tmp_path / "huge.jpg")
     start = time.perf_counter()
     array, info = read_radiograph(path)

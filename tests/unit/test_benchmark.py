@@ -217,4 +217,4 @@ def test_memory_prepare_and_big_film(prepared_mini, tmp_path):
     assert rows["read"]["shape"] == [256, 256] and rows["read"]["peak_rss_mb"] > 0
     assert rows["big film 256x256"]["peak_rss_mb"] > rows["read"]["rss_after_import_mb"]
     assert rows["start-up (small film)"]["film"] == "48x32"
-    assert rows["import monai"]["wall_s"]["n"] == 3
+    assert rows["import monai"]["wall_s"]["n"] == 1
