@@ -370,8 +370,9 @@ def profile(films: list[str], out: Path, overrides: dict, top: int) -> str:
 
 
 def tables(results: dict, truth: bool) -> list[Table]:
-    engines, default = results["engines"], results["default_engine"]
-    base = engines.get(default, next(iter(engines.values())))["end_to_end_s"]["median"]
+    engines = results["engines"]
+    default = results["default_engine"] if results["default_engine"] in engines else next(iter(engines))
+    base = engines[default]["end_to_end_s"]["median"]
     time = Table("inference, per film: median (p25-p75) over the counted films of every run",
                  ["engine", "model s", "end to end s", "films/s", f"x {default}", "e2e/model", "peak RSS MB"],
                  notes=["model: the inferer (network, flips, members); end to end: reading the film to its label "

@@ -16,24 +16,39 @@ def add_arguments(p) -> None:
     p.add_argument("--out", help="write the markdown here (default: stdout)")
 
 
+def command(argv: list[str]) -> str:
+    """The command that measured, without where it wrote its JSON."""
+    out, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--json":
+            skip = True
+        elif not word.startswith("--json="):
+            out.append(word)
+    return " ".join(out)
+
+
 def render(result: dict) -> str:
-    """One result's markdown."""
+    """One result's markdown: the command, commit and machine; each table with its notes; the goals; the notes
+    (a note of several lines, e.g. a profile, as a text block)."""
     from monaifrac.benchmark.tables import Table
 
     m = result["machine"]
-    head = (f"`{' '.join(result['command'])}` (commit {result.get('commit') or 'unknown'}; {m.get('cpu')}, "
-            f"{m.get('cores_available')} cores available, torch {m.get('torch')}, "
-            f"{m.get('torch_threads')} threads" + (f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU") + "):")
-    parts = [head]
+    parts = [f"`{command(result['command'])}` (commit {result.get('commit') or 'unknown'}; {m.get('cpu')}, "
+             f"{m.get('cores_available')} cores available, torch {m.get('torch')}, {m.get('torch_threads')} threads"
+             + (f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU")
+             + (f", load average {m['load_avg_1min']} at the start" if m.get("load_avg_1min") is not None else "")
+             + "):"]
     for t in result.get("tables", []):
         table = Table.from_json(t)
-        parts.append(f"*{table.title}*\n\n{table.markdown()}" + "".join(f"\n\n{n}" for n in table.notes[:0]))
+        parts.append(f"*{table.title}*\n\n{table.markdown()}" + ("\n\n" + "; ".join(table.notes) if table.notes
+                                                                  else ""))
     goals = result.get("goals") or []
     if goals:
-        goal_table = Table("goals", ["goal", "measured", ""],
-                           [[g["goal"], g["measured"], "met" if g["met"] else "not met"] for g in goals])
-        parts.append(goal_table.markdown())
-    parts += [n for n in result.get("notes", [])]
+        parts.append(Table("goals", ["goal", "measured", ""],
+                           [[g["goal"], g["measured"], "met" if g["met"] else "not met"] for g in goals]).markdown())
+    parts += [f"```text\n{n}\n```" if "\n" in n else n for n in result.get("notes", [])]
     return "\n\n".join(parts) + "\n"
 
 
