@@ -22,6 +22,7 @@ VERBS = {  # verb: (module, one line of help)
     "prepare": ("prepare", "monaifrac prepare's throughput: one process against every core"),
     "big-film": ("big_film", "time and peak memory of reading and labelling one 6000 x 6000 film"),
     "compare": ("compare", "how much two inference runs' label maps differ, film by film"),
+    "ddp-shutdown": ("ddp_shutdown", "aborts at exit of 2-rank gloo DDP runs, with and without our shutdown"),
 }
 
 
