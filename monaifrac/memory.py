@@ -45,7 +45,7 @@ def keep_freed_memory(mmap_threshold: int = 256 << 20, trim_threshold: int = 1 <
     Why: glibc serves a block above its mmap threshold (at most 32 MiB by its own adjustment) with a
     fresh ``mmap`` and unmaps it on free; a training step of 16 patches of 256 x 256 allocates
     activations and gradients of 33-67 MB, so every iteration faulted them in anew: about 50,000
-    page faults and 0.14 cores in the kernel per iteration (``scripts/bench_train.py``). With
+    page faults and 0.14 cores in the kernel per iteration (``monaifrac benchmark train``). With
     blocks up to ``mmap_threshold`` served from the heap and up to ``trim_threshold`` of free heap
     top kept, the next iteration reuses the same pages. Peak memory is unchanged in kind (the
     freed blocks were part of the peak already); resident memory after a peak stays nearer to it.

@@ -213,14 +213,9 @@ def _write_nifti(path: Path, array: np.ndarray) -> Path:
 
 def make_huge_film(path: Path, side: int = HUGE_SIDE) -> Path:
     """A ``side`` x ``side`` JPG film (air, soft tissue, a bone bar), built without a float copy of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    film = np.full((side, side), 20, np.uint8)
-    film[side // 4: 3 * side // 4] = 100
-    film[3 * side // 8: 5 * side // 8, side // 12: 11 * side // 12] = 200
-    film += (np.arange(side, dtype=np.uint16) * 30 // side).astype(np.uint8)[None, :]
-    Image.fromarray(film).save(path, format="JPEG", quality=90)
-    return path
+    from monaifrac.benchmark.big_film import make_film
+
+    return make_film(Path(path), side, side)
 
 
 def _films(folder: Path) -> dict[str, Path]:

@@ -17,7 +17,7 @@ class EvalOnceEvaluator(SupervisedEvaluator):
     Why: MONAI's evaluator wraps every batch in ``eval_mode(network)``, which calls
     ``Module.eval()`` (a walk over every submodule: 144 in the shipped UNet) and, for a network
     that was training, ``Module.train()`` after it. At batch size 1 on a CPU that cost about
-    2.6 ms a film (cProfile of ``scripts/bench_infer.py --profile``), a tenth of a 373 x 454
+    2.6 ms a film (cProfile of ``monaifrac benchmark infer --profile``), a tenth of a 373 x 454
     film's whole inference. Here each batch runs under ``torch.no_grad`` alone, as MONAI's does
     inside ``eval_mode``; a network that was training (validation inside a training run) is
     training again once ``run`` returns or fails. Built with ``mode="train"`` it is MONAI's

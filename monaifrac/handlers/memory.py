@@ -6,7 +6,7 @@ heap that :func:`monaifrac.memory.keep_freed_memory` keeps from the last trainin
 (activations and gradients, about 2.5 GiB for four whole films through the Lite0 U-Net). When
 the parent then allocates from that heap again, each page it writes is copied: the workers keep
 the old page, the parent gets a new one, and the freed memory is counted twice. On the bundle's
-whole-film training of both FracAtlas folders (``scripts/bench_train_memory.py``, peak PSS of the
+whole-film training of both FracAtlas folders (``monaifrac benchmark memory``, peak PSS of the
 process tree, 100 iterations and a validation) the peak fell from 6.41 to 5.09 GiB with this handler.
 Returning the free pages to the system just before the fork leaves the workers
 nothing stale to share.

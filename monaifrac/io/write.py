@@ -121,7 +121,7 @@ class AtomicPILWriter(_PILWriter):
 
     def write(self, filename, verbose: bool = False, **kwargs):
         # zlib level 1 rather than PIL's 6: a 454 x 373 label map encodes in 0.7 ms instead of 1.1
-        # (cProfile, scripts/bench_infer.py --profile) and stays under 10 kB
+        # (cProfile, monaifrac benchmark infer --profile) and stays under 10 kB
         kwargs.setdefault("compress_level", 1)
         with atomic_path(filename) as tmp:
             super().write(str(tmp), verbose=verbose, **kwargs)

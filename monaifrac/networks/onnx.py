@@ -13,7 +13,7 @@ height and width) and named after a hash of the weights (``model.<16 hex>.onnx``
 next forward, never a stale one.
 
 Why an engine switch at all: on the 2-core CPU of this project's CI, ONNX Runtime runs the shipped
-network faster than PyTorch eager (``scripts/bench_infer.py --engines`` prints both, side by side).
+network faster than PyTorch eager (``monaifrac benchmark infer --engines`` prints both, side by side).
 
 ``onnxruntime-int8`` runs ``<stem>.<hash>.int8.onnx`` instead: the same network statically quantized
 (``monaifrac quantize``, :mod:`monaifrac.networks.quantize`). It is never made on the fly, since its

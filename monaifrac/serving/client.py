@@ -1,7 +1,7 @@
 """A small HTTP client for the MONAI Label server that ``scripts/monailabel-serve`` starts (stdlib only).
 
 Just enough HTTP for MONAI Label 0.8.5: GET, and PUT/POST with a multipart form (fields and files)
-or a JSON body. Used by the integration tests and ``scripts/bench_serve.py``; it needs nothing beyond
+or a JSON body. Used by the integration tests and ``monaifrac benchmark serve``; it needs nothing beyond
 the standard library, so it runs in either environment (monaifrac's or MONAI Label's).
 
     client = MonaiLabelClient("http://127.0.0.1:8000")

@@ -13,7 +13,7 @@ class UntrackedCompose(Compose):
     and zoom also records its operation, updates the affine and copies the metadata, and on this
     project's CPU that bookkeeping cost more than the pixel work: untracked, the DataLoader workers
     of ``train.json`` used 0.07 cores instead of 0.13 and the trainer waited 4 ms an iteration for
-    data instead of 35 (``scripts/bench_train.py``, bf16). The batches it yields are plain
+    data instead of 35 (``monaifrac benchmark train``, bf16). The batches it yields are plain
     ``torch.Tensor``s (cheaper to collate and to hand from a worker to the trainer) and cannot be
     inverted.
 

@@ -64,7 +64,7 @@ class PercentileWindowd(MapTransform):
     With :class:`ScaleIntensityWindowd` it is :class:`ScaleIntensityRangePercentilesd` in two steps, so
     that a cache can sit between them: training caches its films at their own bit depth (a JPEG's
     uint8, one byte a pixel, where the scaled float16 film took two: training's peak memory on both
-    FracAtlas folders fell from 4.14 to 3.51 GiB, ``scripts/bench_train_memory.py``) and scales each
+    FracAtlas folders fell from 4.14 to 3.51 GiB, ``monaifrac benchmark memory``) and scales each
     when it is drawn. The window is taken from the film as read, before
     :class:`LimitLongSided` resamples a scan, which is where inference takes it.
 

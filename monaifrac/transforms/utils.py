@@ -9,7 +9,7 @@ from monai.data import MetaTensor
 
 def _plain(x: torch.Tensor) -> torch.Tensor:
     """The tensor's data without MONAI's metadata: each operation on a MetaTensor also copies its metadata
-    (about 40 µs a call under cProfile, ``scripts/bench_infer.py --profile``: ``inference.json`` made 81 such
+    (about 40 µs a call under cProfile, ``monaifrac benchmark infer --profile``: ``inference.json`` made 81 such
     calls a film before these transforms used this)."""
     return x.as_tensor() if isinstance(x, MetaTensor) else x
 

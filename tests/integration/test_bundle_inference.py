@@ -345,7 +345,7 @@ SHIPPED_MODEL = REPO / "bundle" / "models" / "model.pt"
 # largest change on the 215 official valid films: 0.18 %). The EfficientNet-Lite0 U-Net runs in float32 by
 # default; under bf16 its labels (epoch 9) moved by 0.10 % of a film's pixels on average and 0.58 % at most
 # over 60 real valid films (`monaifrac infer FILMS --engine torch --set cpu_bf16=false|true`, then
-# `scripts/compare_labels.py`), and by up to 0.08 % on this test's synthetic radiographs. The test's images of
+# `monaifrac benchmark compare`), and by up to 0.08 % on this test's synthetic radiographs. The test's images of
 # random pixels (plain, deep16, film, scan) have no anatomy: every pixel is a near-tie between classes, and
 # bf16 moved up to 1.7 % of theirs; they are held to NOISE_MAX_CHANGED.
 BF16_MAX_CHANGED = 0.01

@@ -28,7 +28,7 @@ def distributed(prepared, tmp_path_factory):
             "-m", "monai.bundle", "run", "--config_file", f"['{TRAIN_JSON}','{MULTI_GPU_JSON}']",
             "--dataset_dir", str(prepared.dataset_dir), "--bundle_root", str(bundle_root), "--max_epochs", "1",
             *SMALL]
-    # faulthandler: should a rank abort in C++ again, the log shows where (see scripts/stress_ddp_shutdown.py)
+    # faulthandler: should a rank abort in C++ again, the log shows where (see monaifrac benchmark ddp-shutdown)
     log = check_rc(run_cmd(args, timeout=240, env={"OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}))
     return bundle_root, log
 

@@ -141,7 +141,7 @@ def test_exif_orientation_is_the_numpy_turn_of_the_stored_pixels(corpus, k):
 
 def test_6000_film_is_read_at_full_size(tmp_path):
     """Only the reader here, and no timing: its time and memory, and full inference on it, are measured by
-    scripts/bench_big_film.py."""
+    `monaifrac benchmark big-film`."""
     path = make_huge_film(tmp_path / "huge.jpg")
     array, info = read_radiograph(path)
     assert array.shape == (6000, 6000) and array.dtype == np.uint8 and not info.warnings

@@ -1,23 +1,24 @@
-"""``scripts/compare_labels.py``: the per-film difference between two runs' label maps."""
+"""``monaifrac benchmark compare``: the per-film difference between two runs' label maps."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compare_labels.py"
+from monaifrac.benchmark.cli import main
 
 
-def run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
+def run(capsys, *args) -> SimpleNamespace:
+    """``monaifrac benchmark compare ARGS`` in this process (it sets no global state): exit status, stdout, stderr."""
+    rc = main(["compare", *map(str, args)])
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=rc, stdout=out.out, stderr=out.err)
 
 
-def test_counts_changed_pixels_and_fracture_changes(tmp_path):
+def test_counts_changed_pixels_and_fracture_changes(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
     lab = np.zeros((10, 10), np.uint8)
@@ -28,23 +29,24 @@ def test_counts_changed_pixels_and_fracture_changes(tmp_path):
         Image.fromarray(first).save(run_dir / "f1.png")
         Image.fromarray(lab).save(run_dir / "f2.png")
         Image.fromarray(np.full((10, 10), 255, np.uint8)).save(run_dir / "f1_overlay.png")  # not a label map
-    proc = run(a, b)
+    proc = run(capsys, a, b, "--json", tmp_path / "out.json")
     assert proc.returncode == 0, proc.stderr
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary = json.loads((tmp_path / "out.json").read_text())["results"]
+    assert "pixels with another label" in proc.stdout
     assert summary["films"] == 2 and summary["identical_films"] == 1
     assert summary["pixels_changed_max"] == 0.01 and summary["pixels_changed_mean"] == 0.005
     assert summary["pixels_changed_max_film"] == "f1"
     assert abs(summary["class_2_changed_over_union_max"] - 1 / 9) < 1e-12
 
 
-def test_different_films_or_sizes_are_errors(tmp_path):
+def test_different_films_or_sizes_are_errors(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(a / "f1.png")
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(b / "other.png")
-    proc = run(a, b)
+    proc = run(capsys, a, b)
     assert proc.returncode == 2 and "other" in proc.stderr and "Traceback" not in proc.stderr
     (b / "other.png").unlink()
     Image.fromarray(np.zeros((4, 5), np.uint8)).save(b / "f1.png")
-    proc = run(a, b)
+    proc = run(capsys, a, b)
     assert proc.returncode == 2 and "f1" in proc.stderr and "sizes" in proc.stderr

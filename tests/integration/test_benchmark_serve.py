@@ -1,6 +1,6 @@
-"""Smoke test of ``scripts/bench_serve.py``: the MONAI Label server under load, a handful of requests.
+"""Smoke test of ``monaifrac benchmark serve``: the MONAI Label server under load, a handful of requests.
 
-One run of the script with ``--quick --synthetic`` (synthetic films, so it needs no real data): it
+One run of the benchmark with ``--quick --synthetic`` (synthetic films, so it needs no real data): it
 starts the server once, sends 8 uploads at each of 1, 4 and 8 clients, one 2304 x 2880 scan and a
 60-request soak with one bad request of each of the 6 kinds. The figures are not judged (a shared
 CI runner), only that every answer was right and everything the README quotes is in the JSON.
@@ -18,14 +18,16 @@ from tests.integration.conftest import check_rc, run_cmd
 pytestmark = pytest.mark.slow
 
 
-def test_bench_serve_quick_answers_every_request_and_reports_the_figures(tmp_path):
+def test_benchmark_serve_quick_answers_every_request_and_reports_the_figures(tmp_path):
     check_rc(run_cmd(["bash", "scripts/monailabel-env.sh"], timeout=1800))  # built once per machine
     out = tmp_path / "bench.json"
-    stdout = check_rc(run_cmd([sys.executable, "scripts/bench_serve.py", "--quick", "--synthetic",
+    stdout = check_rc(run_cmd([sys.executable, "-m", "monaifrac.benchmark", "serve", "--quick", "--synthetic",
                                "--json", str(out)], timeout=900))
-    result = json.loads(out.read_text())
-    assert json.loads(stdout.strip().splitlines()[-1]) == result  # the last line printed is the JSON
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "serve" and report["machine"]["cpu"] and "commit" in report
+    result = report["results"]
     assert "goal p50 (1 client, 373x454)" in stdout and "goal RSS growth" in stdout
+    assert report["tables"][0]["title"] in stdout  # the table printed is the one in the JSON
 
     levels = {(lv["film"], lv["clients"]): lv for lv in result["levels"]}
     assert set(levels) == {("373x454", 1), ("373x454", 4), ("373x454", 8), ("2304x2880", 1)}

@@ -1,95 +1,45 @@
-"""Training pipeline efficiency: the bundle's real training against the bare network step, side by side.
-
-Usage: python scripts/bench_train.py PREPARED_DIR [--iters 10] [--warmup 2] [--precision fp32 bf16 amp]
-                                    [--rounds R] [--films F] [--num-workers K] [--threads T]
-                                    [--config bundle/configs/gpu_train.json] [--set ID=VALUE ...]
-                                    [--profile [cprofile|torch]]
-
-For each precision, in one process, one right after the other:
+"""The machinery of ``monaifrac benchmark train``: the bundle's real training against the bare network step.
 
 * **bundle**: the objects of ``bundle/configs/train.json``, built by ``monai.bundle.ConfigParser``
   and run as the bundle runs them (``initialize``, then ``train#trainer.run()``): CacheDataset,
   transforms, DataLoader with its workers and sampler, the network (by default
   ``PresenceFlexibleUNet``, in its ``memory_format``), the loss (``PresenceLoss``), AdamW, the Ignite
   ``SupervisedTrainer`` with its inferer (``AutocastInferer``), post-processing, train metric and
-  every training handler (TensorBoard, progress bar, ...). Only what is outside the measure is
-  changed: ``bundle_root`` is a temporary folder, ``max_epochs`` 1 with
-  ``train#trainer#epoch_length`` = warm-up + timed iterations, ``val_interval`` so large that the
-  ``ValidationHandler`` never fires, ``val_max_items`` 1 (the evaluator is built, never run), and
-  ``max_items`` = ``--films`` (default: enough films for every iteration, so the DataLoader is not
-  restarted inside the timed window, as in the middle of a real epoch). ``cpu_bf16`` is true for
-  bf16 only and MONAI's ``amp`` (CUDA float16 autocast with a gradient scaler) for amp only.
-  ``--config`` adds override files after train.json, as ``monai.bundle run`` would (the GPU
-  recipe: ``bundle/configs/gpu_train.json``). Caching happens once, before any timing; the later
-  precisions reuse the cached dataset object (new loader, network, optimiser and trainer each time).
+  every training handler. Only what is outside the measure is changed: ``bundle_root`` is a temporary
+  folder, ``max_epochs`` 1 with ``train#trainer#epoch_length`` = warm-up + timed iterations,
+  ``val_interval`` so large that the ``ValidationHandler`` never fires, ``val_max_items`` 1 (the
+  evaluator is built, never run), and ``max_items`` (default: enough films for every iteration, so the
+  DataLoader is not restarted inside the timed window, as in the middle of a real epoch). ``cpu_bf16``
+  is true for bf16 only and MONAI's ``amp`` (CUDA float16 autocast with a gradient scaler) for amp
+  only. Caching happens once, before any timing; the later precisions reuse the cached dataset object.
 * **bare**: the same ``network`` (same ``memory_format``), ``loss`` and ``optimizer`` of the same
   config (fresh instances, same seed), on one batch of the same shape held in memory as plain
-  tensors, drawn once through the training transforms from the cached dataset: zero_grad
-  (torch's default ``set_to_none``; the trainer zeroes in place), forward, loss, backward, step.
-  bf16 autocasts exactly what ``AutocastInferer`` autocasts in the bundle: the forward only; its
-  output is cast back to float32 and the loss runs in float32. amp does what MONAI's trainer does
-  with ``amp=True``: forward and loss under CUDA float16 autocast, a ``GradScaler`` around
-  backward and step. On CUDA every mark first synchronises the device, in both runs alike.
+  tensors, drawn once through the training transforms from the cached dataset: zero_grad, forward,
+  loss, backward, step. bf16 autocasts exactly what ``AutocastInferer`` autocasts in the bundle: the
+  forward only; amp does what MONAI's trainer does with ``amp=True``.
 
-A **sample** is what the network sees as one item of a batch: a whole film padded to ``film_size``
-(train.json's recipe: batch_size samples an iteration) or a crop of ``patch_size``
-(``--config bundle/configs/patches.json``: batch_size films x num_samples crops). Rates are samples/s;
-the figures of different recipes are not comparable with each other. The bare step's batch shape,
-input strides, weights' memory format, output channels and loss terms are checked against the
-bundle's (a line says whether they agree; the JSON holds both as ``layout``).
-
-Both time W warm-up iterations (not counted), then N timed ones, with the same torch threads.
-``--rounds R`` repeats each bundle/bare pair R times, bundle first in odd rounds and bare first in
-even ones, and pools the figures (total samples / total time; each round's efficiency is printed
-too): on a machine shared with other jobs one pair is only a smoke check.
-The bundle's window runs from the end of iteration W to the end of iteration W + N (ITERATION_COMPLETED
-after every other handler). Prints samples/s of both, the efficiency bundle / bare (the
-project's goal: >= 0.9), the bf16 / fp32 speed-ups, and where an iteration's time goes, split
-alike for both: ``data`` (waiting for the DataLoader), ``prep`` (prepare_batch, zero_grad),
-``forward``, ``loss``, ``backward``, ``optim`` (optimizer.step), ``post`` (decollate,
-post-processing, train metric, handlers) and ``other`` (the rest of the window); plus the CPU the
-main process (of it in the kernel) and the DataLoader workers used in the window, in cores busy on
-average, and the main process's minor page faults per iteration (memory the allocator got afresh).
-``--profile`` runs cProfile (or ``--profile torch``: torch.profiler) over N more bundle iterations
-after the timed window, so the figures above are not taken under the profiler, and prints the top
-15 entries. The last line is one JSON object with every figure and the machine.
+Both time W warm-up iterations (not counted), then N timed ones, on :func:`monaifrac.benchmark.timing.clock`
+(which waits for the GPU). An iteration's time is split alike for both: ``data`` (waiting for the
+DataLoader), ``prep`` (prepare_batch, zero_grad), ``forward``, ``loss``, ``backward``, ``optim``,
+``post`` (decollate, post-processing, train metric, handlers) and ``other`` (the rest of the window);
+plus the CPU the main process (of it in the kernel) and the DataLoader workers used in the window, and
+the main process's minor page faults per iteration (memory the allocator got afresh).
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import os
 import resource
-import sys
-import tempfile
-import time
 
 import torch
 
-from _machine import cpu_model, proc_stats  # scripts/ is on sys.path when a script runs
-from monaifrac.bundle import REPO_BUNDLE, parse_overrides
+from monaifrac.benchmark.processes import proc_stats
+from monaifrac.benchmark.timing import clock
+from monaifrac.bundle import REPO_BUNDLE
 
 CONFIGS = REPO_BUNDLE / "configs"
-CUDA = torch.cuda.is_available()
 SEGMENTS = ("data", "prep", "forward", "loss", "backward", "optim", "post", "other")
-
-
-def machine() -> dict:
-    from monaifrac.inferers import cpu_bf16_supported
-
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": usable,
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "cpu_bf16_native": cpu_bf16_supported(), "load_avg_1min": round(os.getloadavg()[0], 2),
-            "gpu": torch.cuda.get_device_name(0) if CUDA else None}
-
-
-def sync() -> None:
-    """Wait for the GPU's queued work, so that a time mark means the work before it is done."""
-    if CUDA:
-        torch.cuda.synchronize()
 
 
 def children_cpu_seconds() -> float:
@@ -109,7 +59,7 @@ def usage_now(t: float) -> tuple:
 
 
 def usage_since(start: tuple) -> tuple:
-    return tuple(b - a for a, b in zip(start, usage_now(time.perf_counter())))
+    return tuple(b - a for a, b in zip(start, usage_now(clock())))
 
 
 def recipe(config) -> dict:
@@ -177,8 +127,7 @@ class IterationClock:
         trainer.add_event_handler(Events.ITERATION_COMPLETED, self._completed)
 
     def _mark(self, name):
-        sync()
-        self.t[name] = time.perf_counter()
+        self.t[name] = clock()
 
     def _marker(self, name):
         return lambda engine: self._mark(name)
@@ -195,8 +144,7 @@ class IterationClock:
         self.batch_samples = int(engine.state.batch["image"].shape[0])
 
     def _completed(self, engine):
-        sync()
-        now, it, t = time.perf_counter(), engine.state.iteration, self.t
+        now, it, t = clock(), engine.state.iteration, self.t
         if self.first < it <= self.last:
             # optimizer.step marks "optim"; without it (a skipped step) the optimiser took no time
             t_optim = t.get("optim", t["backward"])
@@ -269,24 +217,24 @@ def run_bundle(args, root: str, overrides: dict, precision: str, cache: dict, pr
     if "dataset" in cache:
         parser.parse()  # then hand the resolver the dataset cached by the first precision
         parser.ref_resolver.resolved_content["train#dataset"] = cache["dataset"]
-    start = time.perf_counter()
+    start = clock()
     parser.get_parsed_content("initialize")  # preflight, determinism, caching, trainer (as the bundle's workflow)
     trainer = parser.get_parsed_content("train#trainer")
     if "dataset" not in cache:
-        cache["cache_s"] = time.perf_counter() - start
+        cache["cache_s"] = clock() - start
         cache["dataset"] = parser.get_parsed_content("train#dataset")
         cache["batch"] = first_batch(cache["dataset"], parser.get_parsed_content("batch_size"))
     network, optimizer = parser.get_parsed_content("network"), parser.get_parsed_content("optimizer")
     profiler = Profiler(args.profile) if profile else None
-    clock = IterationClock(trainer, network, optimizer, first=args.warmup, last=args.warmup + args.iters,
+    marks = IterationClock(trainer, network, optimizer, first=args.warmup, last=args.warmup + args.iters,
                            profile_until=args.warmup + args.iters + profile_iters, profiler=profiler)
     inferer = parser.get_parsed_content("train#inferer")
     evaluator = parser.get_parsed_content("validate#evaluator")
     trainer.run()
     parser.get_parsed_content("finalize")  # closes the TensorBoard writer, as the bundle's workflow does
-    result = {"sums": clock.sums, "samples": clock.samples, "iters": args.iters, "window": clock.window}
+    result = {"sums": marks.sums, "samples": marks.samples, "iters": args.iters, "window": marks.window}
     # the same objects the trainer ran (the parser resolves each id once): its loss, its network
-    result["layout"] = layout(sorted(clock.shapes), network, sorted(clock.output_channels),
+    result["layout"] = layout(sorted(marks.shapes), network, sorted(marks.output_channels),
                               loss_terms(parser.get_parsed_content("loss")))
     result["autocast_active"] = bool(inferer.active(torch.device(parser.get_parsed_content("device"))))
     result["validation_iterations"] = int(evaluator.state.iteration)  # 0: the ValidationHandler never fired
@@ -295,7 +243,7 @@ def run_bundle(args, root: str, overrides: dict, precision: str, cache: dict, pr
     if profiler is not None:
         result["profile"] = profiler.report(f"{args.profile} profile, bundle {precision}, "
                                             f"{profile_iters} iterations after the timed window")
-    del trainer, parser, network, optimizer, clock, inferer, evaluator
+    del trainer, parser, network, optimizer, marks, inferer, evaluator
     gc.collect()  # the DataLoader iterator goes, and its workers with it, before the bare step runs
     return result
 
@@ -331,9 +279,7 @@ def run_bare(args, root: str, overrides: dict, precision: str, batch) -> dict:
     sums = dict.fromkeys(SEGMENTS, 0.0)
     window = None
 
-    def now() -> float:
-        sync()
-        return time.perf_counter()
+    now = clock
 
     for it in range(1, args.warmup + args.iters + 1):
         t0 = now()
@@ -402,146 +348,3 @@ def same_step(precision: str, bundle: dict, bare: dict) -> str:
     return f"warning: {precision}: the bare step differs from the bundle's (bundle vs bare): {diff}"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset_dir", help="a folder written by `monaifrac prepare`")
-    parser.add_argument("--iters", type=int, default=10, help="timed iterations per run (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="warm-up iterations before them (default 2)")
-    parser.add_argument("--precision", nargs="+", choices=("fp32", "bf16", "amp"), default=None,
-                        help="default: fp32 bf16 on a CPU, fp32 amp on CUDA (amp: CUDA only)")
-    parser.add_argument("--config", nargs="+", default=[], metavar="JSON",
-                        help="override files read after train.json (bundle/configs/gpu_train.json: the GPU recipe)")
-    parser.add_argument("--films", type=int, default=None,
-                        help="training films cached (max_items; default batch_size x (warmup + iters))")
-    parser.add_argument("--num-workers", type=int, default=None, help="num_workers (default: train.json's)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    parser.add_argument("--set", nargs="+", default=[], metavar="ID=VALUE", help="more train.json overrides")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="repeat each bundle/bare pair R times, alternating which goes first; figures pooled")
-    parser.add_argument("--profile", nargs="?", const="cprofile", choices=("cprofile", "torch"), default=None,
-                        help="profile N more bundle iterations after the timed window; print the top 15")
-    args = parser.parse_args()
-    if args.iters < 1 or args.warmup < 1 or args.rounds < 1:
-        parser.error("--iters, --warmup and --rounds must be at least 1 "
-                     "(the first iteration starts the loader workers)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.precision is None:
-        args.precision = ["fp32", "amp"] if CUDA else ["fp32", "bf16"]
-    if "amp" in args.precision and not CUDA:
-        parser.error("--precision amp needs a CUDA GPU (MONAI's amp autocasts on CUDA only)")
-
-    from monai.bundle import ConfigParser
-
-    config = ConfigParser()
-    config.read_config([str(CONFIGS / "train.json"), *args.config])
-    overrides = parse_overrides(args.set)
-    config.update(overrides)
-    batch_size = config.get_parsed_content("batch_size")
-    sample = recipe(config)
-    per_iteration = batch_size * sample["samples_per_film"]
-    if args.num_workers is not None:
-        overrides["num_workers"] = args.num_workers
-    overrides.setdefault("max_items", args.films if args.films is not None
-                         else batch_size * (args.warmup + args.iters + (args.iters if args.profile else 0)))
-    num_workers = overrides.get("num_workers", config.get_parsed_content("num_workers"))
-    mach = machine()
-    print(f"machine: {mach['cpu']}, {mach['logical_cpus']} logical CPUs ({mach['usable_cpus']} usable), torch "
-          f"{mach['torch']}, {mach['torch_threads']} threads, native bf16 "
-          f"{'yes' if mach['cpu_bf16_native'] else 'no'}, "
-          f"load average {mach['load_avg_1min']} at start" + (f", GPU {mach['gpu']}" if mach["gpu"] else ""))
-    if args.config:
-        print(f"configs: train.json + {' + '.join(args.config)}")
-    size = "x".join(map(str, sample["sample_size"]))
-    if sample["recipe"] == "crops":
-        what = (f"{batch_size} films x {sample['samples_per_film']} crops = {per_iteration} samples (crops) of "
-                f"{size}")
-    else:
-        what = f"{batch_size} samples (whole films, padded to {size})"
-    print(f"batch: {what} per iteration; num_workers {num_workers}; {args.warmup} warm-up + "
-          f"{args.iters} timed iterations per run, {args.rounds} round(s)")
-
-    runs = {p: {"bundle": [], "bare": []} for p in args.precision}
-    cache: dict = {}
-    with tempfile.TemporaryDirectory(prefix="bench_train_") as root:
-        for rnd in range(args.rounds):
-            for precision in args.precision:
-                # bundle first in even rounds, bare first in odd ones (the bare step needs a batch: round 0 is even)
-                for kind in ("bundle", "bare") if rnd % 2 == 0 else ("bare", "bundle"):
-                    if kind == "bundle":
-                        run = run_bundle(args, root, dict(overrides), precision, cache,
-                                         profile=bool(args.profile) and rnd == 0)
-                        if not cache.get("announced"):
-                            cache["announced"] = True
-                            print(f"set-up (preflight, caching {run['films']} training films, building) "
-                                  f"{cache['cache_s']:.1f} s, not timed; {run['iterations_per_loader_pass']} "
-                                  f"iterations per pass over them")
-                        if run["autocast_active"] != (precision == "bf16"):
-                            print(f"warning: the bundle's autocast was {'on' if run['autocast_active'] else 'off'}")
-                    else:
-                        run = run_bare(args, root, dict(overrides), precision, cache["batch"])
-                    runs[precision][kind].append(run)
-                b, a = runs[precision]["bundle"][-1], runs[precision]["bare"][-1]
-                if rnd == 0:
-                    print(same_step(precision, b["layout"], a["layout"]))
-                rate_b, rate_a = b["samples"] / b["window"][0], a["samples"] / a["window"][0]
-                print(f"round {rnd + 1}/{args.rounds} {precision}: bundle {rate_b:.2f} samples/s, bare {rate_a:.2f} "
-                      f"samples/s, efficiency {rate_b / rate_a:.2f}", flush=True)
-    first = runs[args.precision[0]]["bundle"][0]
-    results: dict = {"films": first["films"], "iterations_per_loader_pass": first["iterations_per_loader_pass"]}
-    for p in args.precision:
-        bundle, bare = summary(runs[p]["bundle"]), summary(runs[p]["bare"])
-        bundle["autocast_active"] = all(r["autocast_active"] for r in runs[p]["bundle"])
-        bundle["validation_iterations"] = sum(r["validation_iterations"] for r in runs[p]["bundle"])
-        profile = next((r["profile"] for r in runs[p]["bundle"] if r.get("profile")), None)
-        if profile:
-            bundle["profile"] = profile
-        results[p] = {"bundle": bundle, "bare": bare,
-                      "efficiency": round(bundle["samples_per_s"] / bare["samples_per_s"], 3),
-                      "efficiency_per_round": [round((b["samples"] / b["window"][0]) / (a["samples"] / a["window"][0]),
-                                                     3) for b, a in zip(runs[p]["bundle"], runs[p]["bare"])]}
-    faster = [p for p in ("bf16", "amp") if p in results and "fp32" in results]
-    for p in faster:
-        results[f"{p}_speedup"] = {k: round(results[p][k]["samples_per_s"]
-                                            / results["fp32"][k]["samples_per_s"], 3) for k in ("bundle", "bare")}
-    print()
-    print(f"{'precision':<10}{'bundle samples/s':>17}{'bare samples/s':>15}{'bundle/bare':>12}   "
-          f"(goal: bundle/bare >= 0.9)" + ("   per round" if args.rounds > 1 else ""))
-    for p in args.precision:
-        r = results[p]
-        print(f"{p:<10}{r['bundle']['samples_per_s']:>17.2f}{r['bare']['samples_per_s']:>15.2f}"
-              f"{r['efficiency']:>12.2f}" + ("   " + " ".join(f"{e:.2f}" for e in r["efficiency_per_round"])
-                                             if args.rounds > 1 else ""))
-    for p in faster:
-        s = results[f"{p}_speedup"]
-        print(f"{p} / fp32 speed-up: bundle {s['bundle']:.2f}x, bare {s['bare']:.2f}x")
-    print()
-    print("ms per iteration" + " " * 8 + "".join(f"{s:>9}" for s in (*SEGMENTS, "total"))
-          + "   cores busy: main (of it system) + workers; page faults/it")
-    for p in args.precision:
-        for kind in ("bundle", "bare"):
-            r = results[p][kind]
-            ms, busy = r["ms_per_iteration"], r["cores_busy"]
-            print(f"{p + ' ' + kind:<24}" + "".join(f"{ms[s]:>9.0f}" for s in SEGMENTS)
-                  + f"{sum(ms.values()):>9.0f}   {busy['main']:.2f} ({busy['main_system']:.2f}) + "
-                  f"{busy['loader_workers']:.2f}; {r['minor_page_faults_per_iteration']}")
-    print("data: waiting for the DataLoader; prep: prepare_batch + zero_grad; post: decollate, post-processing, "
-          "train metric, handlers; other: the rest of the window")
-    if results["iterations_per_loader_pass"] < args.warmup + args.iters:
-        print(f"note: {results['films']} films give {results['iterations_per_loader_pass']} iterations per pass, fewer "
-              f"than the {args.warmup + args.iters} run: the DataLoader restarted (new workers) inside the window and "
-              f"'data' includes that start-up, which a real epoch pays once")
-    for p in args.precision:
-        if results[p]["bundle"].get("profile"):
-            print()
-            print(results[p]["bundle"].pop("profile"))
-    print()
-    print(json.dumps({"dataset_dir": args.dataset_dir, "machine": mach, "iters": args.iters, "warmup": args.warmup,
-                      "rounds": args.rounds,
-                      "batch_films": batch_size, **sample, "samples_per_iteration": per_iteration,
-                      "num_workers": num_workers, "overrides": overrides, **results}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

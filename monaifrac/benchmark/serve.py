@@ -1,8 +1,5 @@
-"""MONAI Label serving the bundle, measured under load: latency, throughput, and a soak with bad requests.
-
-Usage: python scripts/bench_serve.py [--films DIR | --synthetic] [--model FILE] [--clients 1 4 8]
-                                     [--per-level 40] [--big-requests 5] [--requests 1000] [--soak-clients 4]
-                                     [--distinct 16] [--quick] [--profile] [--json OUT] [--keep]
+"""``monaifrac benchmark serve``: MONAI Label serving the bundle, measured under load: latency, throughput, and a
+soak with bad requests.
 
 Starts ``scripts/monailabel-serve`` on a free loopback port with the model (default the shipped
 ``bundle/models/model.pt``), a studies folder of one film, an app folder and a ``TMPDIR`` of its own,
@@ -14,7 +11,7 @@ does (``POST /infer/fracture_xray_segmentation?output=image`` with the film as a
   films of 373 x 454 (W x H, the size of most FracAtlas films) shared out between the clients:
   round-trip p50/p95 and films/s (requests / wall time of the level); then a 2304 x 2880 scan,
   ``--big-requests`` times, one client. Beside them, the model-only time of the same films
-  (``bench_infer.model_only``: ``inference.json``'s inferer on the films in memory, in this process,
+  (:func:`model_alone`: ``inference.json``'s inferer on the films in memory, in this process,
   while the server is idle; one pass before each level, their median beside every level, since a
   shared machine's speed drifts) and the server's own time per request (MONAI Label's ``++ Latencies``
   log lines: pre-transforms, inferer, post, writer). Every answer must be 200 with the label
@@ -28,11 +25,11 @@ does (``POST /infer/fracture_xray_segmentation?output=image`` with the film as a
   request 100, every 100 requests and at the end: growth from request 100 to the end, goal <= 50 MB.
   Files left in the server's TMPDIR that were not there before the soak: goal none.
 
-Prints a table, the goals met or not with their numbers, what bounds each goal not met (the round
+Prints a table, the goals met or not with their numbers, and what bounds each goal not met (the round
 trip split into MONAI Label's stages, the app's check of the upload and the rest: HTTP, multipart
-parsing and waiting for the server; ``--profile``: for every level, goals met or not), and a final
-JSON line (also written to ``--json OUT``). Exit status 0 when the bench ran, goals met or
-not; 1 when the server did not start or a request got no HTTP answer at all.
+parsing and waiting for the server; ``--profile``: for every level, goals met or not); ``--json OUT``
+writes it all. Exit status 0 when the bench ran, goals met or not; 1 when the server did not start or
+a request got no HTTP answer at all.
 
 Films: ``--films DIR`` (JPG/PNG, searched recursively), else the shared copy of FracAtlas
 (``../shared/data/fracatlas/images``), else (or with ``--synthetic``) synthetic films
@@ -43,14 +40,12 @@ log, app folder) and print where it is.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -58,9 +53,13 @@ from pathlib import Path
 
 import numpy as np
 
-from _machine import cpu_model, group_rss_mb  # scripts/ is on sys.path when a script runs
+from monaifrac.benchmark import timing
+from monaifrac.benchmark.processes import group_rss_mb
+from monaifrac.benchmark.tables import Report, Table, num, progress
+from monaifrac.bundle import REPO_BUNDLE
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_BUNDLE.parent
+CONFIG = str(REPO_BUNDLE / "configs" / "inference.json")
 SHARED_FILMS = REPO.parent / "shared" / "data" / "fracatlas" / "images"
 SMALL, BIG = (373, 454), (2304, 2880)  # displayed (width, height)
 SOAK_RSS_FROM = 100  # the RSS growth is counted from this request on
@@ -123,10 +122,47 @@ def reference_labels(films: list[Path], model: str, out: Path) -> dict[str, np.n
     """The label ``inference.json`` writes for each film (same model, in this process), by file name."""
     from PIL import Image
 
-    from bench_infer import run_inference
+    from monaifrac.benchmark.infer import run_engine
 
-    run_inference([str(f) for f in films], out, {"model_file": model, "save_overlays": False})
+    run_engine([str(f) for f in films], out, {"model_file": model, "save_overlays": False})
     return {f.name: np.asarray(Image.open(out / f"{f.stem}.png")) for f in films}
+
+
+def films_and_network(files: list[str], model: str):
+    """The films preprocessed as inference.json does (in memory), its inferer, and the network in eval mode."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(CONFIG)
+    parser["model_file"] = model
+    preprocessing, inferer, network = (parser.get_parsed_content(k) for k in ("preprocessing", "inferer", "network"))
+    network.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))
+    network.eval()
+    return [preprocessing({"image": f})["image"][None] for f in files], inferer, network
+
+
+def model_alone(files: list[str], model: str) -> float:
+    """Median seconds a film of inference.json's inferer alone over ``files`` held in memory (one warm-up call)."""
+    import torch
+
+    films, inferer, network = films_and_network(files, model)
+    with torch.no_grad():
+        inferer(films[0], network)  # warm-up
+        times = []
+        for x in films:
+            start = timing.clock()
+            inferer(x, network)
+            times.append(timing.clock() - start)
+    return timing.summary(times)["median"]
+
+
+def film_size(path: str) -> tuple[int, int]:
+    """(width, height) as displayed."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        return ImageOps.exif_transpose(im).size
 
 
 # ------------------------------------------------------------------------------------------------ server
@@ -225,25 +261,25 @@ def fire(client, n: int, clients: int, make, tally: Tally, on_done=None) -> floa
             if i is None:
                 return
             kind, query, files, expected = make(i)
-            start = time.perf_counter()
+            start = timing.clock()
             try:
                 status, ctype, body = client.infer(query, files=files, timeout=600)
             except OSError as err:
                 with tally.lock:
                     tally.no_answer.append(f"request {i} ({kind}): {err}")
                 continue
-            done = tally.add({"i": i, "kind": kind, "s": time.perf_counter() - start, "status": status,
+            done = tally.add({"i": i, "kind": kind, "s": timing.clock() - start, "status": status,
                               "ctype": ctype, "body": body, "expected": expected})
             if on_done:
                 on_done(done)
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
-    start = time.perf_counter()
+    start = timing.clock()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return time.perf_counter() - start
+    return timing.clock() - start
 
 
 class Labels:
@@ -316,9 +352,7 @@ def transform_profile(film: Path, model: str, repeat: int = 5) -> list[dict]:
     import torch
     from monai.bundle import ConfigParser
 
-    from bench_infer import CONFIG, _films_and_network
-
-    _films, inferer, network = _films_and_network([str(film)], model)
+    _films, inferer, network = films_and_network([str(film)], model)
     parser = ConfigParser()
     parser.read_config(CONFIG)
     parser["model_file"] = model
@@ -336,11 +370,12 @@ def transform_profile(film: Path, model: str, repeat: int = 5) -> list[dict]:
     for rnd in range(repeat + 1):
         data = {"image": str(film)}
         for k, (_stage, _name, step) in enumerate(steps):
-            start = time.perf_counter()
+            start = timing.clock()
             data = step(dict(data))
             if rnd:  # the first round warms up
-                times[k].append(time.perf_counter() - start)
-    return [{"stage": stage, "step": name, "s": statistics.median(t)} for (stage, name, _), t in zip(steps, times)]
+                times[k].append(timing.clock() - start)
+    return [{"stage": stage, "step": name, "s": timing.summary(t)["median"]}
+            for (stage, name, _), t in zip(steps, times)]
 
 
 def check_time(film: Path, repeat: int = 5) -> float:
@@ -349,16 +384,15 @@ def check_time(film: Path, repeat: int = 5) -> float:
 
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = timing.clock()
         check_film(film)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        times.append(timing.clock() - start)
+    return timing.summary(times)["median"]
 
 
 # ------------------------------------------------------------------------------------------------ main
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser) -> None:
     parser.add_argument("--films", type=Path, help=f"folder of films (default: {SHARED_FILMS} if present, "
                                                    "else synthetic films)")
     parser.add_argument("--synthetic", action="store_true", help="synthetic films even where the shared copy is")
@@ -376,19 +410,21 @@ def main(argv: list[str] | None = None) -> int:
                                                                           "the MONAI Label environment included)")
     parser.add_argument("--profile", action="store_true", help="what bounds the round trip, for every level, and "
                                                                "inference.json's steps timed in this process")
-    parser.add_argument("--json", type=Path, help="also write the final JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (server log, app folder)")
-    args = parser.parse_args(argv)
+
+
+def main(args, report: Report) -> int:
     if args.quick:
         args.per_level, args.big_requests, args.requests, args.distinct = 8, 1, 60, 4
-    if not Path(args.model).is_file():
-        print(f"error: no model file at {args.model}", file=sys.stderr)
-        return 2
+    from monaifrac.bundle import require_model
+    from monaifrac.errors import InputError
+
+    require_model(args.model)
     args.model = str(Path(args.model).resolve())
     if min(args.clients) < 1 or args.per_level < 1 or args.distinct < 1:
-        parser.error("--clients, --per-level and --distinct must be at least 1")
+        raise ValueError("--clients, --per-level and --distinct must be at least 1")
 
-    root = Path(tempfile.mkdtemp(prefix="bench_serve_"))
+    root = Path(tempfile.mkdtemp(prefix="monaifrac_benchmark_serve_"))
     server = None
     try:
         if args.films:
@@ -400,14 +436,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             source, small, big = "synthetic", *synthetic_films(root / "synth", args.distinct, args.big_requests > 0)
         if not small:
-            print(f"error: no films in {source}", file=sys.stderr)
-            return 2
+            raise InputError(source, "no films")
         if big is None and args.big_requests > 0:  # a folder without a big scan: a synthetic one
             _, big = synthetic_films(root / "synth_big", 1, True)
         if args.big_requests == 0:
             big = None
-        from bench_infer import film_size, model_only
-
         small_size = film_size(str(small[0]))
         films = small + ([big] if big else [])
         content = {f.name: f.read_bytes() for f in films}
@@ -442,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         check_big = check_time(big, 2) if big else None
         levels, no_answer, passes = [], list(warm.no_answer), []
         for c in args.clients:
-            passes.append(model_only([str(f) for f in small], args.model))
+            passes.append(model_alone([str(f) for f in small], args.model))
             tally, offset = Tally(), server.log_offset()
             wall = fire(server.client, args.per_level, c, small_request, tally)
             no_answer += tally.no_answer
@@ -452,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         for lv in levels:
             lv["model_only_s"] = statistics.median(passes)
         if big:
-            model_big = model_only([str(big)] * 3, args.model)
+            model_big = model_alone([str(big)] * 3, args.model)
             tally, offset = Tally(), server.log_offset()
             wall = fire(server.client, args.big_requests, 1, big_request, tally)
             no_answer += tally.no_answer
@@ -471,19 +504,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile or (one and one["p50_s"] > P50_FACTOR * one["model_only_s"] + P50_SLACK_S):
             profiles = {lv["film"]: transform_profile(film, args.model)
                         for lv, film in zip((levels[0], levels[-1]), (small[0], big)) if film is not None}
-        result = report(args, source, small, big, ready_s, first_s, versions, levels, soak, no_answer, profiles)
-        if args.json:
-            args.json.write_text(json.dumps(result, indent=1) + "\n")
-        print(json.dumps(result))
+        fill(report, args, source, small, big, ready_s, first_s, versions, levels, soak, no_answer, profiles)
         return 1 if no_answer else 0
-    except RuntimeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
     finally:
         if server:
             server.stop()
         if args.keep:
-            print(f"kept: {root} (server log: {root / 'server.log'})", file=sys.stderr)
+            progress(f"kept: {root} (server log: {root / 'server.log'})")
         else:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -539,22 +566,25 @@ def run_soak(server: Server, args, small: list[Path], content: dict, labels: Lab
     }
 
 
-def report(args, source, small, big, ready_s, first_s, versions, levels, soak, no_answer, profiles) -> dict:
+def fill(rep: Report, args, source, small, big, ready_s, first_s, versions, levels, soak, no_answer,
+         profiles) -> None:
+    """The run's tables, goals and notes into ``rep``; its figures into ``rep.results``."""
     ms = lambda s: f"{s * 1000:.0f}" if s is not None and s == s else "-"  # noqa: E731
-    print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; server: "
-          + (", ".join(f"{k} {v}" for k, v in versions.items()) or "versions unknown")
-          + f"; films: {len(small)} distinct of {levels[0]['film']} from {source}"
-          + (f", big scan {big.name}" if big else ""))
-    print(f"server ready after {ready_s:.1f} s; first request (ONNX export) {first_s:.1f} s, not counted")
-    print(f"{'film':<10} {'clients':>7} {'requests':>8} {'errors':>6} {'wrong':>5} {'p50 ms':>7} {'p95 ms':>7} "
-          f"{'films/s':>7} {'server ms':>9} {'model only ms':>13}")
+    t = Table(f"MONAI Label server ({', '.join(f'{k} {v}' for k, v in versions.items()) or 'versions unknown'}); "
+              f"films: {len(small)} distinct of {levels[0]['film']} from {source}"
+              + (f", big scan {big.name}" if big else ""),
+              ["film", "clients", "requests", "errors", "wrong", "p50 ms", "p95 ms", "films/s", "server ms",
+               "model only ms"],
+              notes=[f"server ready after {ready_s:.1f} s; first request (ONNX export) {first_s:.1f} s, not counted",
+                     "p50/p95: round trip of POST /infer from upload to the last byte of the label; server: MONAI "
+                     "Label's own time, median; model only: the inferer on the film in memory, this process, median; "
+                     f"for {levels[0]['film']} the median of "
+                     f"{sum(lv['film'] == levels[0]['film'] for lv in levels)} passes, one before each level"])
     for lv in levels:
-        print(f"{lv['film']:<10} {lv['clients']:>7} {lv['requests']:>8} {lv['errors']:>6} {lv['wrong_labels']:>5} "
-              f"{ms(lv['p50_s']):>7} {ms(lv['p95_s']):>7} {lv['films_per_s']:>7.2f} "
-              f"{ms(lv['server'].get('total_p50_s')):>9} {ms(lv['model_only_s']):>13}")
-    print("(p50/p95: round trip of POST /infer from upload to the last byte of the label; server: MONAI Label's own "
-          f"time, median; model only: the inferer on the film in memory, this process; for {levels[0]['film']} the "
-          f"median of {sum(lv['film'] == levels[0]['film'] for lv in levels)} passes, one before each level)")
+        t.add(lv["film"], str(lv["clients"]), str(lv["requests"]), str(lv["errors"]), str(lv["wrong_labels"]),
+              ms(lv["p50_s"]), ms(lv["p95_s"]), num(lv["films_per_s"], 2), ms(lv["server"].get("total_p50_s")),
+              ms(lv["model_only_s"]))
+    rep.tables.append(t)
     small_levels = [lv for lv in levels if lv["film"] == levels[0]["film"]]
     one = next((lv for lv in small_levels if lv["clients"] == 1), None)
     top = max(small_levels, key=lambda lv: lv["clients"])
@@ -562,49 +592,54 @@ def report(args, source, small, big, ready_s, first_s, versions, levels, soak, n
     if one:
         bound = P50_FACTOR * one["model_only_s"] + P50_SLACK_S
         goals["p50_one_client"] = {"p50_s": one["p50_s"], "bound_s": bound, "met": one["p50_s"] <= bound}
-        print(f"goal p50 (1 client, {one['film']}) <= {P50_FACTOR} x model-only + {P50_SLACK_S * 1000:.0f} ms: "
-              f"{ms(one['p50_s'])} ms vs {ms(bound)} ms ({P50_FACTOR} x {ms(one['model_only_s'])} + "
-              f"{P50_SLACK_S * 1000:.0f}): {'met' if goals['p50_one_client']['met'] else 'NOT MET'}")
+        rep.goal(f"p50 (1 client, {one['film']}) <= {P50_FACTOR} x model-only + {P50_SLACK_S * 1000:.0f} ms",
+                 f"{ms(one['p50_s'])} ms vs {ms(bound)} ms ({P50_FACTOR} x {ms(one['model_only_s'])} + "
+                 f"{P50_SLACK_S * 1000:.0f})", goals["p50_one_client"]["met"])
         goals["throughput"] = {"clients": top["clients"], "films_per_s": top["films_per_s"],
                                "one_client_films_per_s": one["films_per_s"],
                                "met": top["films_per_s"] >= one["films_per_s"]}
-        print(f"goal films/s at {top['clients']} clients >= at 1: {top['films_per_s']:.2f} vs "
-              f"{one['films_per_s']:.2f}: {'met' if goals['throughput']['met'] else 'NOT MET'}")
+        rep.goal(f"films/s at {top['clients']} clients >= at 1", f"{top['films_per_s']:.2f} vs "
+                 f"{one['films_per_s']:.2f}", goals["throughput"]["met"])
     errors = top["errors"] + top["wrong_labels"]
     goals["no_error_at_top"] = {"clients": top["clients"], "errors": top["errors"], "wrong_labels": top["wrong_labels"],
                                 "met": errors == 0}
-    print(f"goal no error at {top['clients']} clients: {top['errors']} errors, {top['wrong_labels']} wrong labels of "
-          f"{top['requests']}: {'met' if errors == 0 else 'NOT MET'}")
+    rep.goal(f"no error at {top['clients']} clients", f"{top['errors']} errors, {top['wrong_labels']} wrong labels "
+             f"of {top['requests']}", errors == 0)
     if soak:
         kinds = ", ".join(f"{k}: {' '.join(f'{n}x{s}' for s, n in v['statuses'].items())} (expected {v['expected']})"
                           for k, v in soak["bad_by_kind"].items())
-        print(f"soak: {soak['requests']} requests ({soak['good']} good, {soak['bad']} bad) from {soak['clients']} "
-              f"clients in {soak['wall_s']:.0f} s; good p50 {ms(soak['good_p50_s'])} ms, "
-              f"p95 {ms(soak['good_p95_s'])} ms")
-        print(f"  good: {soak['good_200']} x 200, {soak['good_correct']} labels equal to inference.json's; bad: "
-              f"{soak['bad_4xx']} x 4xx, {soak['bad_expected_code']} with the documented code ({kinds})")
         trend = " ".join(f"{c}:{mb:.0f}" for c, mb in soak["rss_mb"]) + f" end:{soak['rss_end_mb']:.0f}"
-        print(f"  server RSS ({soak['server_processes']} process(es)), MB after request N: {trend}")
+        st = Table(f"soak: {soak['requests']} requests ({soak['good']} good, {soak['bad']} bad) from "
+                   f"{soak['clients']} clients in {soak['wall_s']:.0f} s", ["requests", "answered right", "p50 ms",
+                                                                           "p95 ms"],
+                   notes=[f"bad: {kinds}", f"server RSS ({soak['server_processes']} process(es)), MB after request "
+                                           f"N: {trend}"])
+        st.add(f"good ({soak['good']})", f"{soak['good_200']} x 200, {soak['good_correct']} labels equal to "
+               "inference.json's", ms(soak["good_p50_s"]), ms(soak["good_p95_s"]))
+        st.add(f"bad ({soak['bad']})", f"{soak['bad_4xx']} x 4xx, {soak['bad_expected_code']} with the documented "
+               "code", "-", "-")
+        rep.tables.append(st)
         goals["soak_answers"] = {"met": soak["good_correct"] == soak["good"] and soak["bad_4xx"] == soak["bad"]
                                  and soak["answered"] == soak["requests"]}
         goals["soak_rss"] = {"growth_mb": soak["rss_growth_mb"], "met": soak["rss_growth_mb"] <= RSS_GOAL_MB}
         goals["soak_temp_files"] = {"left": len(soak["temp_files_left"]), "met": not soak["temp_files_left"]}
-        print("goal every good one 200 and right, every bad one 4xx: "
-              + ("met" if goals["soak_answers"]["met"] else "NOT MET"))
-        print(f"goal RSS growth from request {soak['rss_from_request']} to {soak['answered']} <= {RSS_GOAL_MB:.0f} MB: "
-              f"{soak['rss_at_from_mb']:.0f} -> {soak['rss_end_mb']:.0f} MB, {soak['rss_growth_mb']:+.1f} MB: "
-              f"{'met' if goals['soak_rss']['met'] else 'NOT MET'}")
+        rep.goal("every good one 200 and right, every bad one 4xx", f"{soak['good_correct']}/{soak['good']} right, "
+                 f"{soak['bad_4xx']}/{soak['bad']} 4xx", goals["soak_answers"]["met"])
+        rep.goal(f"RSS growth from request {soak['rss_from_request']} to {soak['answered']} <= {RSS_GOAL_MB:.0f} MB",
+                 f"{soak['rss_at_from_mb']:.0f} -> {soak['rss_end_mb']:.0f} MB, {soak['rss_growth_mb']:+.1f} MB",
+                 goals["soak_rss"]["met"])
         left = soak["temp_files_left"]
-        print(f"goal no temporary file left (server's TMPDIR; {soak['temp_files_before']} there before the soak): "
-              f"{len(left)} left{': ' + ', '.join(left[:5]) if left else ''}: "
-              f"{'met' if goals['soak_temp_files']['met'] else 'NOT MET'}")
+        rep.goal(f"no temporary file left (server's TMPDIR; {soak['temp_files_before']} there before the soak)",
+                 f"{len(left)} left{': ' + ', '.join(left[:5]) if left else ''}", goals["soak_temp_files"]["met"])
     if no_answer:
-        print(f"requests without any HTTP answer: {len(no_answer)}; first: {no_answer[0]}")
+        rep.notes.append(f"requests without any HTTP answer: {len(no_answer)}; first: {no_answer[0]}")
     bounds = explain(levels, goals, args.profile, profiles)
-    return {"source": source, "films": [f.name for f in small], "big": big.name if big else None,
-            "server_versions": versions, "ready_s": ready_s, "first_request_s": first_s, "levels": levels,
-            "soak": soak, "goals": goals, "bounds": bounds, "transform_profile": profiles, "no_answer": len(no_answer),
-            "all_goals_met": all(g["met"] for g in goals.values())}
+    if bounds:
+        rep.notes.append("what bounds the round trip:\n" + "\n".join("  " + line for line in bounds))
+    rep.results = {"source": source, "films": [f.name for f in small], "big": big.name if big else None,
+                   "server_versions": versions, "ready_s": ready_s, "first_request_s": first_s, "levels": levels,
+                   "soak": soak, "goals": goals, "bounds": bounds, "transform_profile": profiles,
+                   "no_answer": len(no_answer), "all_goals_met": all(g["met"] for g in goals.values())}
 
 
 def explain(levels: list[dict], goals: dict, always: bool, profiles: dict) -> list[str]:
@@ -641,13 +676,9 @@ def explain(levels: list[dict], goals: dict, always: bool, profiles: dict) -> li
         lines.append(f"{film}, inference.json's steps in this process (median ms): {parts}; pre {stages['pre']:.0f}, "
                      f"inferer {stages['inferer']:.0f}, post {stages['post']:.0f}")
     if lines:
-        lines.append("py-spy: " + ("installed, not run by this script" if shutil.which("py-spy") else "not installed")
-                     + " (the server's stages: its log; their steps: timed in this process)")
-        print("what bounds the round trip:")
-        for line in lines:
-            print("  " + line)
+        lines.append("py-spy: " + ("installed, not run by this benchmark" if shutil.which("py-spy") else
+                                   "not installed") + " (the server's stages: its log; their steps: timed in this "
+                                                      "process)")
     return lines
 
 
-if __name__ == "__main__":
-    sys.exit(main())
