@@ -15,45 +15,51 @@ What the report says
       HAS CONCEPT MOD  Procedure Reported = Plain radiography (SCT 168537006)
       CONTAINS  Image Library (DCM 111028) > Image Library Group > IMAGE: the film
       CONTAINS  Imaging Measurements (DCM 126010)
-        CONTAINS  Measurement Group (DCM 125007), one per fracture component   TID 1410
-          Tracking Identifier "fracture K" (largest component first), Tracking Unique Identifier
-          Finding Category = Morphologically Abnormal Structure, Finding = Traumatic abnormality
-          Algorithm Name "monaifrac", Algorithm Version
-          Image Region (DCM 111030): SCOORD POLYLINE, closed, SELECTED FROM the film
-          NUM Probability (DCM 122157) = the film's fracture score, unit "1"
-          CODE Traumatic abnormality = Present / Absent: the film's call at the threshold
-      CONTAINS  Qualitative Evaluations (UMLS C0034375)                  TID 1500 rows for the whole report
-        CODE Traumatic abnormality = Present / Absent (the film's call)
-        TEXT Comment = "monaifrac fracture 0.93 (fractured; threshold 0.50)"
+        Measurement Group (DCM 125007) "fracture K", one per fracture component  TID 1410
+          (largest first): Tracking Identifier and Unique Identifier, Finding Category =
+          Morphologically Abnormal Structure, Finding = Traumatic abnormality, Algorithm Name
+          "monaifrac" and Version, Image Region (DCM 111030): SCOORD POLYLINE, closed,
+          SELECTED FROM the film
+        Measurement Group "film", when there is a score                        TID 1501
+          Finding = Traumatic abnormality, Algorithm, Source image = the film,
+          CODE Traumatic abnormality = Present / Absent: the call at the threshold,
+          NUM Probability (DCM 122157) = the film's fracture score, unit "1",
+            INFERRED FROM a SCOORD POLYLINE that is the film's whole frame
 
-A film called normal with no fracture pixel gets an empty Imaging Measurements container and
-"Absent" in Qualitative Evaluations: the report says so rather than being missing. The codes,
-the wording of the call and the algorithm's identity are :mod:`monaifrac.dicom.codes`', the
-SEG's too. The score and call are the film's: every region repeats them (a region does not
-have a score of its own), and a film called "not fractured" can still have fracture pixels,
-whose regions are reported with "Absent".
+A film called normal gets the film group with "Absent" and no region: the report says so
+rather than being missing. The label map and the score can disagree (fracture pixels on a film
+called not fractured): the regions are the label map's, the call is the score's. The codes,
+the wording of the call (Series Description) and the algorithm's identity are those of
+:mod:`monaifrac.dicom.codes`, the SEG's too.
 
 The outline
 -----------
 Fracture pixels (label 2) are grouped in 4-connected components, holes filled, and each
 component's outer boundary is traced along the pixel edges (``skimage.measure.find_contours``
-at level 0.5), then thinned to the corners that matter (``approximate_polygon``, half a pixel).
-Every vertex lies on the boundary between a pixel of the component and one outside it. The
+at level 0.5: a corner pixel's outer corner is cut by half a pixel), keeping only the vertices
+where the boundary turns. Every vertex lies on the boundary between a pixel of the component and
+one outside it; the polygon's area is the component's, less an eighth of a pixel per cut corner. The
 coordinates are DICOM's 2D image coordinates of the film as stored: (column, row), the top-left
 corner of the top-left pixel at (0, 0), so a pixel's centre is at +0.5, in the film's own pixel
 frame (the label map is in that frame; see :mod:`monaifrac.dicom.seg`).
 
 Why these choices (the viewer)
 ------------------------------
-OHIF 3.10 (the build MONAI Label 0.8.5 serves) routes the *Comprehensive 3D* SR SOP class to its
-SCOORD3D path, which places an annotation with no image ("MetadataProvider::Empty imageId"): a
-projection film has no patient coordinates to put SCOORD3D in anyway. So the report is a
-**Comprehensive SR** (1.2.840.10008.5.1.4.1.1.88.33) with 2D **SCOORD** regions, each referencing
-the film's SOP instance (no frame number: the film is single-frame), which OHIF matches to the
-film's image and draws. OHIF reads a Measurement Group only with a tracking identifier and a
-tracking unique identifier, and fails on a group without any SCOORD (TID 1501: it reads the first
-coordinate of every group), so the film-level call is in TID 1500's Qualitative Evaluations
-container, which OHIF does not read, rather than a measurement group of its own.
+OHIF 3.10 (the build MONAI Label 0.8.5 serves; read in its ``cornerstone-dicom-sr`` extension,
+``getSopClassHandlerModule.ts`` and ``OHIFCornerstoneSRMeasurementViewport.tsx``) decides:
+
+* the SOP class: it routes *Comprehensive 3D* SR to its SCOORD3D path, which places an annotation
+  with no image ("MetadataProvider::Empty imageId"); a projection film has no patient coordinates
+  to put SCOORD3D in anyway. So this is a **Comprehensive SR** (1.2.840.10008.5.1.4.1.1.88.33)
+  with 2D **SCOORD** in the film's pixel frame.
+* the reference: it matches a SCOORD's Referenced SOP Instance UID and frame number (1 when
+  absent) to the film's image; the film is single-frame, so no Referenced Frame Number is written.
+* the groups: it reads a Measurement Group only with a Tracking Identifier and a Tracking Unique
+  Identifier; it takes each group's first coordinates (a TID 1501 group's from its NUM's INFERRED
+  FROM content) and fails on a group without any, and its SR viewport fails on a report with no
+  group at all. Hence the film group's score is inferred from the film's whole frame (where the
+  score was computed: the film), which OHIF draws as a frame round the film labelled
+  "Probability: 0.12 1", and a normal film's report still has that group.
 """
 
 from __future__ import annotations
@@ -70,7 +76,6 @@ FRACTURE = 2  # the label value of fracture pixels
 PLAIN_RADIOGRAPHY = ("168537006", "SCT", "Plain radiography")
 FILM_TRACKING_ID = "film"  # the tracking identifier of the film-level group
 IMAGING_MEASUREMENTS = ("126010", "DCM", "Imaging Measurements")
-SIMPLIFY_PX = 0.5  # an outline's vertices are thinned where the polyline stays within this of the boundary
 
 
 def fracture_outlines(label_hw: np.ndarray) -> list[np.ndarray]:
@@ -97,7 +102,7 @@ def fracture_outlines(label_hw: np.ndarray) -> list[np.ndarray]:
         # connected: the background is 8-connected, so one 4-connected component is one contour
         contours = find_contours(np.pad(filled, 1).astype(np.float32), 0.5, fully_connected="low")
         contour = max(contours, key=len)  # the outer boundary (a filled component has no other)
-        contour = approximate_polygon(contour, tolerance=SIMPLIFY_PX)
+        contour = approximate_polygon(contour, tolerance=0)  # drops the vertices in the middle of straight runs
         rows, cols = contour[:, 0] - 1, contour[:, 1] - 1  # undo the padding: pixel-centre indices
         outlines.append(np.stack([cols + 0.5, rows + 0.5], axis=1).astype(np.float32))
     return outlines
