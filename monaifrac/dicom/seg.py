@@ -68,6 +68,9 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
+from monaifrac.dicom.codes import (ABNORMAL_STRUCTURE, ALGORITHM_NAME, ARTIFICIAL_INTELLIGENCE, BONE, TISSUE,
+                                   TRAUMATIC_ABNORMALITY, algorithm_version, presence_call,
+                                   with_type2_copied)
 from monaifrac.io import InputError, atomic_path, film_stem, from_monai_frame, is_dicom_file
 
 logger = logging.getLogger(__name__)
@@ -76,28 +79,9 @@ SEG_SUFFIX = ".seg.dcm"
 SERIES_NUMBER = 900  # one SEG per series; a number well after the film's own series
 CONTENT_LABEL = "MONAIFRAC"
 CONTENT_DESCRIPTION = "bone and fracture by monaifrac; research use, not diagnosis"  # LO: 64 max
-# attributes highdicom copies from the source into the SEG's Patient and Study modules; all
-# type 2 there (present, empty when unknown), and some writers leave them out of a film
-_TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
-                 "StudyDate", "StudyTime", "ReferringPhysicianName")
 _PLANE_ATTRIBUTES = ("ImagePositionPatient", "ImageOrientationPatient")
 
 
-def presence_call(score: float | None, threshold: float) -> str:
-    """The Series Description of a film's SEG: its fracture score and the call at ``threshold``."""
-    if score is None:
-        return "monaifrac bone and fracture"
-    call = "fractured" if float(score) >= float(threshold) else "not fractured"
-    return f"monaifrac fracture {float(score):.2f} ({call}; threshold {float(threshold):.2f})"
-
-
-# (value, scheme, meaning): pydicom 3's codes.SCT.Tissue, .BoneTissue, .MorphologicallyAbnormalStructure,
-# .TraumaticAbnormalityMorphologic and codes.cid7162.ArtificialIntelligence (pydicom 2 lacks two of the names)
-_TISSUE = ("85756007", "SCT", "Tissue")
-_BONE = ("3138006", "SCT", "Bone")
-_ABNORMAL_STRUCTURE = ("49755003", "SCT", "Morphologically Abnormal Structure")
-_TRAUMATIC_ABNORMALITY = ("19130008", "SCT", "Traumatic abnormality (morphologic abnormality)")
-_ARTIFICIAL_INTELLIGENCE = ("123110", "DCM", "Artificial Intelligence")
 ALGORITHM_TYPES = ("AUTOMATIC", "SEMIAUTOMATIC")
 
 
@@ -134,12 +118,11 @@ def _segment_descriptions(algorithm_type: str = "AUTOMATIC"):
     import highdicom as hd
     from pydicom.sr.coding import Code
 
-    import monaifrac
     from monaifrac.visualize import CLASS_COLOURS
 
-    algorithm = hd.AlgorithmIdentificationSequence(name="monaifrac", version=monaifrac.__version__,
-                                                   family=Code(*_ARTIFICIAL_INTELLIGENCE))
-    segments = ((1, "bone", _TISSUE, _BONE), (2, "fracture", _ABNORMAL_STRUCTURE, _TRAUMATIC_ABNORMALITY))
+    algorithm = hd.AlgorithmIdentificationSequence(name=ALGORITHM_NAME, version=algorithm_version(),
+                                                   family=Code(*ARTIFICIAL_INTELLIGENCE))
+    segments = ((1, "bone", TISSUE, BONE), (2, "fracture", ABNORMAL_STRUCTURE, TRAUMATIC_ABNORMALITY))
     descriptions = []
     for number, label, category, kind in segments:
         description = hd.seg.SegmentDescription(
@@ -153,10 +136,7 @@ def _segment_descriptions(algorithm_type: str = "AUTOMATIC"):
 
 def _source_header(film):
     """A copy of the film's header as highdicom should see it (see the module docstring)."""
-    source = film.copy()
-    for keyword in _TYPE2_COPIED:
-        if keyword not in source:
-            setattr(source, keyword, "")
+    source = with_type2_copied(film)
     if "FrameOfReferenceUID" in source and not any(k in source for k in _PLANE_ATTRIBUTES):
         del source.FrameOfReferenceUID  # a frame of reference without a plane in it locates nothing
     if "FrameOfReferenceUID" not in source and "PixelSpacing" in source:

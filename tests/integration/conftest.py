@@ -99,6 +99,21 @@ def trained(prepared, tmp_path_factory) -> Trained:
     return Trained(prepared, bundle_root, log)
 
 
+def find_chromium() -> str:
+    """Debian's chromium; installed with apt where it is missing and we may, else the calling test skips."""
+    import shutil
+
+    from monaifrac.dicom.orthanc import apt_install
+
+    for name in ("chromium", "chromium-browser"):
+        if shutil.which(name):
+            return shutil.which(name)
+    apt_install("chromium")
+    if shutil.which("chromium"):
+        return shutil.which("chromium")
+    pytest.skip("no headless browser: install Debian's chromium (`apt-get install chromium`) to run the browser tests")
+
+
 # the PACS credentials' environment variables, cleared around the PACS tests
 PACS_ENV_NAMES = (USER_ENV, PASSWORD_ENV)
 

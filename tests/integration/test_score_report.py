@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -18,7 +17,8 @@ import sys
 import numpy as np
 import pytest
 
-from tests.integration.conftest import EVALUATE_JSON, INFERENCE_JSON, TRAIN_JSON, bundle_cmd, check_rc, run_cmd
+from tests.integration.conftest import (EVALUATE_JSON, INFERENCE_JSON, TRAIN_JSON, bundle_cmd, check_rc, find_chromium,
+                                       run_cmd)
 
 pytestmark = pytest.mark.slow
 
@@ -117,22 +117,6 @@ def test_validation_logs_presence_curve_and_body_parts(trained):
 
 
 # --- the page in a real browser -------------------------------------------------------------------
-
-def find_chromium() -> str:
-    """Debian's chromium; installed with apt where it is missing and we may, else the test skips."""
-    for name in ("chromium", "chromium-browser"):
-        if shutil.which(name):
-            return shutil.which(name)
-    if shutil.which("apt-get") and os.geteuid() == 0:
-        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-            subprocess.run(install, env=env, capture_output=True, timeout=900)
-        if shutil.which("chromium"):
-            return shutil.which("chromium")
-    pytest.skip("no headless browser: install Debian's chromium (`apt-get install chromium`) to check the report")
-
 
 def chromium(browser: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", *args],
