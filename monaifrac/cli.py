@@ -84,9 +84,22 @@ def _cmd_infer(args) -> int:
                **_bundle_overrides(args, input_files=inputs, output_dir=args.output_dir, model_file=args.model,
                                    model_files=args.models, tta=True if args.tta else None,
                                    save_overlays=True if args.overlays else None,
-                                   save_dicom_seg=True if args.dicom_seg else None, engine=args.engine,
+                                   save_dicom=_dicom_kinds(args.dicom), save_dicom_seg=True if args.dicom_seg else None,
+                                   engine=args.engine,
                                    **_network_overrides(args)))
     return 0
+
+
+def _dicom_kinds(text: str | None) -> str | None:
+    """``--dicom`` checked (one line for an unknown kind) and passed on as inference.json's ``save_dicom``."""
+    if text is None:
+        return None
+    from monaifrac.dicom.results import parse_kinds
+
+    try:
+        return ",".join(parse_kinds(text)) or "none"
+    except ValueError as err:
+        raise InputError("--dicom", str(err)) from None
 
 
 def _cmd_quantize(args) -> int:
@@ -315,8 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "their class probabilities averaged")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (probabilities averaged over "
                                                       "the film and its left-right and up-down flips)")
+    p.add_argument("--dicom", metavar="KINDS", nargs="?", const="sr,sc",
+                   help="also write, for each DICOM film, DICOM objects of its study for the PACS, named by a comma "
+                        "list: sr (<stem>.sr.dcm, a Structured Report: score, call, fracture outlines), sc "
+                        "(<stem>.sc.dcm, a Secondary Capture: the film with fractures outlined and a banner; every "
+                        "viewer shows it), seg (<stem>.seg.dcm, a pixel-exact Segmentation; OHIF 3.10 cannot show "
+                        "it on a film). --dicom alone: sr,sc")
     p.add_argument("--dicom-seg", action="store_true", help="also write <stem>.seg.dcm for each DICOM film: a DICOM "
-                                                            "Segmentation (bone, fracture) of the film, for the PACS")
+                                                            "Segmentation (bone, fracture) of the film, for the PACS "
+                                                            "(the same as seg in --dicom)")
     p.add_argument("--engine", choices=ENGINES,
                    help="what runs the network: onnxruntime (the default on a CPU: faster; the ONNX file is exported "
                         "once per weights and cached beside them), torch (the default on a GPU and under bf16) or "
@@ -394,9 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="Fracture", help="nnU-Net dataset name (default Fracture)")
     p.set_defaults(func=_cmd_export_nnunet)
 
-    p = sub.add_parser("pacs-push", help="store the DICOM Segmentations of a folder (*.seg.dcm) in a PACS by "
-                                         "DICOMweb STOW-RS")
-    p.add_argument("folder", help="an inference output folder written with --dicom-seg")
+    p = sub.add_parser("pacs-push", help="store the DICOM results of a folder (*.sr.dcm, *.sc.dcm, *.seg.dcm) in a "
+                                         "PACS by DICOMweb STOW-RS")
+    p.add_argument("folder", help="an inference output folder written with --dicom (or --dicom-seg)")
     p.add_argument("--films", action="store_true", help="also store the folder's other DICOM files (films)")
     _add_pacs_options(p)
     p.set_defaults(func=_cmd_pacs_push)
