@@ -130,6 +130,26 @@ def _cmd_pacs_pull(args) -> int:
     return 0
 
 
+def _cmd_pacs_watch(args) -> int:
+    import logging
+
+    from monaifrac.serving.watch import StateLocked, watch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s pacs-watch: %(message)s", stream=sys.stderr)
+    for noisy in ("highdicom", "dicomweb_client"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        handled = watch(args.url, args.state, kinds=_dicom_kinds(args.dicom) or "sr,sc", once=args.once,
+                        bundle_root=args.bundle_root, model_file=args.model, configs=tuple(_variant_configs(args)),
+                        user=args.user, password=args.password, timeout=args.timeout, poll=args.poll,
+                        max_backoff=args.max_backoff, overrides=_bundle_overrides(args, **_network_overrides(args)),
+                        ready=lambda: print("pacs-watch: ready", file=sys.stderr, flush=True))
+    except StateLocked as err:
+        raise InputError(args.state, str(err).split(": ", 1)[-1]) from None
+    print(f"pacs-watch: handled {handled} film(s)", file=sys.stderr)
+    return 0
+
+
 def _cmd_cv(args) -> int:
     from monaifrac.crossval import FIGURES, run_cv
 
@@ -428,6 +448,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", nargs="+", default=["DX"], help="series modalities to retrieve (default DX)")
     _add_pacs_options(p)
     p.set_defaults(func=_cmd_pacs_pull)
+
+    p = sub.add_parser("pacs-watch", help="give every new DX/CR film of a PACS its DICOM results (SR and SC by "
+                                          "default) in its study, by DICOMweb, each film once; runs until stopped")
+    p.add_argument("--state", required=True, help="folder of the watcher's state (films.jsonl: the films handled; "
+                                                  "keep it across restarts)")
+    p.add_argument("--dicom", metavar="KINDS", default="sr,sc", help="which objects, as for infer (default sr,sc)")
+    p.add_argument("--poll", type=float, default=0.5, help="seconds between two looks for new films (default 0.5)")
+    p.add_argument("--max-backoff", type=float, default=30.0,
+                   help="the longest wait between tries while the PACS is down (default 30 s)")
+    p.add_argument("--once", action="store_true", help="handle the films there now, then exit")
+    p.add_argument("--model", help="weights (default <bundle-root>/models/model.pt)")
+    _add_pacs_options(p)
+    _add_bundle_options(p)
+    p.set_defaults(func=_cmd_pacs_watch)
 
     return parser
 

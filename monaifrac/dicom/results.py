@@ -126,6 +126,22 @@ def write_results(output_dir: os.PathLike | str, stem: str, built: Mapping[str, 
     return written
 
 
+def pin_uids(ds, film_sop_uid: str, kind: str, model: str) -> None:
+    """Give ``ds`` (a built object of ``kind``) Series and SOP Instance UIDs derived from the film's SOP
+    Instance UID, the kind and ``model`` (e.g. the weights' hash), in place.
+
+    The same film labelled by the same model twice (a watcher restarted after storing and before
+    recording it) then yields the same instances, which a PACS keeps once; another model, other UIDs.
+    """
+    from pydicom.uid import generate_uid
+
+    sources = ["monaifrac result", str(model), str(film_sop_uid), str(kind)]
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=sources + ["series"])
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=sources + ["instance"])
+    if getattr(ds, "file_meta", None) is not None and "MediaStorageSOPInstanceUID" in ds.file_meta:
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+
+
 def read_film(path: os.PathLike | str):
     """The DICOM film at ``path`` with its pixels, or None for a file that is not DICOM.
 
@@ -215,4 +231,4 @@ def enabled(kinds: str | Iterable[str] | None, seg: bool = False) -> bool:
 
 
 __all__ = ("DEFAULT_KINDS", "KINDS", "SUFFIXES", "SaveDicomResults", "SaveDicomResultsd", "build_results",
-           "enabled", "parse_kinds", "read_film", "write_results")
+           "enabled", "parse_kinds", "pin_uids", "read_film", "write_results")
