@@ -78,14 +78,25 @@ class Labeller:
         from monaifrac.networks.onnx import ready
 
         ready([self.network])  # an ONNX engine exports (or finds) its file now, not at the first film
-        with torch.no_grad():  # and makes its session now: the first film's latency is then a film's
-            self.inferer(torch.zeros(1, 1, 256, 256, device=self.device), self.network)
         writers = (SaveImaged, SaveOverlayd, SaveDicomSegd, SaveDicomResultsd)
         post = parser.get_parsed_content("postprocessing")
         self.postprocessing = Compose([t for t in post.transforms if not isinstance(t, writers)])
         self.image_key = parser.get_parsed_content("image_key")
         self._torch = torch
         self._identity: str | None = None
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Label a small synthetic DX film once: the readers' imports (ITK: seconds), the engine's session
+        and the first-call costs are paid here, so the first real film takes a film's time."""
+        import tempfile
+
+        from monaifrac.dicom.films import write_dx
+
+        with tempfile.TemporaryDirectory(prefix="monaifrac-warm-up-") as tmp:
+            ramp = np.add.outer(np.arange(96), np.arange(80)).astype(np.uint16) * 16
+            write_dx(Path(tmp) / "warm-up.dcm", ramp, bits_stored=12)
+            self.label(Path(tmp) / "warm-up.dcm")
 
     @property
     def identity(self) -> str:

@@ -118,6 +118,7 @@ class WatchState:
                 with open(self.path, "r+b") as f:
                     f.truncate(data.rfind(b"\n") + 1)
         self._file = open(self.path, "ab")
+        self._write_lock = threading.Lock()  # the fetching, labelling and storing threads all record
 
     def __contains__(self, sop: str) -> bool:
         return sop in self.records
@@ -126,10 +127,11 @@ class WatchState:
         """Append the film's line and make it durable (flush + fsync) before returning it."""
         record = {"sop": film.sop, "study": film.study, "series": film.series, "status": status,
                   "found": round(film.found, 6), **info}
-        self._file.write(json.dumps(record, sort_keys=True).encode() + b"\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self.records[film.sop] = record
+        with self._write_lock:
+            self._file.write(json.dumps(record, sort_keys=True).encode() + b"\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self.records[film.sop] = record
         return record
 
     def close(self) -> None:
@@ -175,6 +177,7 @@ class Watcher:
         self.poll, self.backoff, self.max_backoff = float(poll), float(backoff), float(max_backoff)
         self.stop_event = threading.Event()
         self._outage: str | None = None
+        self._outage_lock = threading.Lock()
 
     # -- the PACS, with backoff --------------------------------------------------------------
 
@@ -189,16 +192,19 @@ class Watcher:
                 with self.pacs.errors(what):
                     result = fn()
             except PacsError as err:
-                if self._outage is None:
-                    logger.warning("PACS failure, retrying with backoff (up to %g s apart): %s", self.max_backoff, err)
-                self._outage = str(err)
+                with self._outage_lock:  # one warning per outage, whichever thread meets it first
+                    if self._outage is None:
+                        logger.warning("PACS failure, retrying with backoff (up to %g s apart): %s",
+                                       self.max_backoff, err)
+                    self._outage = str(err)
                 if self.stop_event.wait(wait):
                     raise Stopped() from None
                 wait = min(wait * 2, self.max_backoff)
                 continue
-            if self._outage is not None:
-                logger.warning("PACS %s answers again", self.pacs.url)
-                self._outage = None
+            with self._outage_lock:
+                if self._outage is not None:
+                    logger.warning("PACS %s answers again", self.pacs.url)
+                    self._outage = None
             return result
 
     # -- finding films ---------------------------------------------------------------------
@@ -241,13 +247,12 @@ class Watcher:
 
         return self._call(f"retrieve film {film.sop}", fetch)
 
-    def process(self, film: Film) -> dict:
-        """Retrieve, label, build, store, record one film; returns its state record."""
-        from monaifrac.dicom.results import build_results, pin_uids
+    def _fetch(self, film: Film):
+        """Stage 1: the film retrieved and written to the work folder: ``(ds, path, started, retrieved)``, or
+        its state record when it is unreadable or gone."""
         from monaifrac.dicom.seg import save_dataset
 
-        if film.sop in self.state:
-            return self.state.records[film.sop]
+        started = time.time()
         try:
             ds = self._retrieve(film)
         except Stopped:
@@ -258,9 +263,19 @@ class Watcher:
             logger.error("film %s (study %s) is gone from the PACS: no object", film.sop, film.study)
             return self.state.record(film, "gone")
         path = self.work / f"{film.sop}.dcm"
-        started = time.time()
         try:
             save_dataset(ds, path)
+        except MemoryError:
+            raise
+        except Exception as err:
+            path.unlink(missing_ok=True)
+            return self._unreadable(film, err)
+        return ds, path, started, time.time()
+
+    def _label(self, film: Film, fetched):
+        """Stage 2: the model on the fetched film: ``(ds, answer, times)``, or its record when unreadable."""
+        ds, path, started, retrieved = fetched
+        try:
             answer = self.labeller.label(path)
         except MemoryError:
             raise
@@ -268,7 +283,13 @@ class Watcher:
             return self._unreadable(film, err)
         finally:
             path.unlink(missing_ok=True)
-        labelled = time.time()
+        return ds, answer, (started, retrieved, time.time())
+
+    def _deliver(self, film: Film, labelled) -> dict:
+        """Stage 3: build the objects, store them in the film's study, record the film."""
+        from monaifrac.dicom.results import build_results, pin_uids
+
+        ds, answer, (started, retrieved, labelled_at) = labelled
         built = build_results(ds, answer.label_hw, answer.score, answer.threshold, self.kinds, name=f"film {film.sop}")
         if not built:
             logger.error("film %s: no DICOM object could be built", film.sop)
@@ -288,9 +309,86 @@ class Watcher:
         call = "" if answer.score is None else \
             f", fracture score {answer.score:.2f} ({'fractured' if answer.score >= answer.threshold else 'not fractured'})"
         logger.info("film %s: stored %s in study %s%s (label %.2f s, %.2f s after it was listed)", film.sop,
-                    ", ".join(k.upper() for k in objects), film.study, call, labelled - started, stored - film.found)
-        return self.state.record(film, "done", objects=objects, score=answer.score, labelled=round(labelled, 6),
-                                 stored=round(stored, 6))
+                    ", ".join(k.upper() for k in objects), film.study, call, labelled_at - retrieved,
+                    stored - film.found)
+        # times (time.time(), s): listed by a poll, taken up, retrieved, labelled, results stored
+        return self.state.record(film, "done", objects=objects, score=answer.score, started=round(started, 6),
+                                 retrieved=round(retrieved, 6), labelled=round(labelled_at, 6), stored=round(stored, 6))
+
+    def process(self, film: Film) -> dict:
+        """Retrieve, label, build, store, record one film, one stage after the other; returns its record."""
+        if film.sop in self.state:
+            return self.state.records[film.sop]
+        fetched = self._fetch(film)
+        if isinstance(fetched, dict):
+            return fetched
+        labelled = self._label(film, fetched)
+        return labelled if isinstance(labelled, dict) else self._deliver(film, labelled)
+
+    def process_all(self, films: list[Film]) -> None:
+        """:meth:`process` for ``films`` as a pipeline: the next film is retrieved while one is labelled and the
+        one before has its objects built and stored (one thread each side of the model; the model stays
+        on this thread). Returns once every film is recorded, or the watcher is stopped (a film taken up
+        but not recorded is simply done again later, with the same UIDs)."""
+        import queue
+        from concurrent.futures import ThreadPoolExecutor
+
+        films = [f for f in films if f.sop not in self.state]
+        if not films:
+            return
+        deliveries: queue.Queue = queue.Queue(maxsize=2)
+        errors: list[BaseException] = []
+
+        def deliver_loop():
+            while True:
+                item = deliveries.get()
+                if item is None:
+                    return
+                try:
+                    self._deliver(*item)
+                except Stopped:
+                    return
+                except BaseException as err:  # surfaced on the main thread below
+                    errors.append(err)
+                    return
+
+        deliverer = threading.Thread(target=deliver_loop, name="pacs-watch-store", daemon=True)
+        deliverer.start()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pacs-watch-fetch") as fetcher:
+            ahead = [fetcher.submit(self._fetch, f) for f in films[:2]]
+            try:
+                for i, film in enumerate(films):
+                    if self.stop_event.is_set() or errors or not deliverer.is_alive():
+                        break
+                    fetched = ahead[i].result()
+                    if i + 2 < len(films):
+                        ahead.append(fetcher.submit(self._fetch, films[i + 2]))
+                    if isinstance(fetched, dict):
+                        continue
+                    labelled = self._label(film, fetched)
+                    if not isinstance(labelled, dict):
+                        while deliverer.is_alive():
+                            try:
+                                deliveries.put((film, labelled), timeout=0.2)
+                                break
+                            except queue.Full:
+                                continue
+            except Stopped:
+                pass
+            finally:
+                for future in ahead:
+                    future.cancel()
+                while deliverer.is_alive():
+                    try:
+                        deliveries.put(None, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                deliverer.join()
+        for path in self.work.glob("*.dcm"):  # fetched, never labelled: done again later
+            path.unlink(missing_ok=True)
+        if errors:
+            raise errors[0]
 
     def _unreadable(self, film: Film, err: Exception) -> dict:
         problem = getattr(err, "problem", None) or " ".join(str(err).split()) or type(err).__name__
@@ -306,11 +404,9 @@ class Watcher:
         try:
             while not self.stop_event.is_set():
                 films = self.find_new()
-                for film in films:
-                    if self.stop_event.is_set():
-                        break
-                    self.process(film)
-                    handled += 1
+                before = len(self.state.records)
+                self.process_all(films)
+                handled += len(self.state.records) - before
                 if once and not films:
                     break
                 if not films:

@@ -120,7 +120,7 @@ def _watch_process(pacs, state: Path, *extra: str) -> subprocess.Popen:
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_ready(proc: subprocess.Popen, timeout: float = 180) -> list[str]:
+def _wait_ready(proc: subprocess.Popen, timeout: float = 900) -> list[str]:
     lines: list[str] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -166,7 +166,7 @@ def test_a_watcher_killed_mid_burst_gives_every_film_its_capture_exactly_once(or
     try:
         _wait_ready(proc)
         sent = _store(orthanc, *films)
-        _wait(lambda: len(_done(state)) >= 1, 120, "the first film handled")
+        _wait(lambda: len(_done(state)) >= 1, 600, "the first film handled")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -175,7 +175,7 @@ def test_a_watcher_killed_mid_burst_gives_every_film_its_capture_exactly_once(or
     handled_before = len(_done(state))
     # the restart handles what is left, then exits (--once)
     again = _watch_process(orthanc, state, "--once")
-    out, _ = again.communicate(timeout=300)
+    out, _ = again.communicate(timeout=900)
     assert again.returncode == 0, out
     records = _done(state)
     sops = [r["sop"] for r in records]
@@ -197,13 +197,13 @@ def test_an_orthanc_restart_mid_burst_loses_and_duplicates_nothing(orthanc, labe
         with caplog.at_level(logging.INFO, logger="monaifrac.serving.watch"):
             sent = _store(orthanc, *films[:3])
             thread.start()
-            _wait(lambda: len(watcher.state.records) >= 1, 60, "the first film handled")
+            _wait(lambda: len(watcher.state.records) >= 1, 600, "the first film handled")
             orthanc.stop()  # down mid-burst
             time.sleep(1.0)
             restarted = OrthancServer(orthanc.folder, port=orthanc.port, start_timeout=30, stop_timeout=10).start()
             orthanc.__dict__.update(restarted.__dict__)  # the fixture stops the running one
             sent += _store(orthanc, *films[3:])
-            _wait(lambda: len(watcher.state.records) == 5, 120, "all five films handled")
+            _wait(lambda: len(watcher.state.records) == 5, 600, "all five films handled")
     finally:
         watcher.stop()
         thread.join(30)
