@@ -138,8 +138,11 @@ def _cmd_pacs_watch(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s pacs-watch: %(message)s", stream=sys.stderr)
     for noisy in ("highdicom", "dicomweb_client"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    kinds = _dicom_kinds(args.dicom)
+    if kinds == "none":
+        raise InputError("--dicom", "pacs-watch needs at least one of sr, sc, seg")
     try:
-        handled = watch(args.url, args.state, kinds=_dicom_kinds(args.dicom) or "sr,sc", once=args.once,
+        handled = watch(args.url, args.state, kinds=kinds, once=args.once,
                         bundle_root=args.bundle_root, model_file=args.model, configs=tuple(_variant_configs(args)),
                         user=args.user, password=args.password, timeout=args.timeout, poll=args.poll,
                         max_backoff=args.max_backoff, overrides=_bundle_overrides(args, **_network_overrides(args)),
