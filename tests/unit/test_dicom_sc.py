@@ -7,6 +7,7 @@ validated with dicom3tools' ``dciodvfy`` where installed.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 
@@ -233,3 +234,27 @@ def test_dciodvfy_finds_no_error_in_a_capture(dciodvfy, tmp_path, spacing, orien
     assert "SCImage" in text
     assert [line for line in text.splitlines() if line.startswith("Error")] == [], text
     assert source.SOPInstanceUID == pydicom.dcmread(path).SourceImageSequence[0].ReferencedSOPInstanceUID
+
+
+def test_inference_json_switches_the_dicom_writer_by_save_dicom_and_save_dicom_seg():
+    """In a fresh interpreter, as ``python -m monai.bundle run`` parses it (nothing of monaifrac.dicom imported)."""
+    import json
+    import sys
+
+    from tests.integration.conftest import REPO
+
+    code = (
+        "import json, sys\n"
+        "from monai.bundle import ConfigParser\n"
+        "out = []\n"
+        "for o in json.loads(sys.argv[1]):\n"
+        "    p = ConfigParser(); p.read_config('bundle/configs/inference.json'); p['input_files'] = []\n"
+        "    for k, v in o.items(): p[k] = v\n"
+        "    post = p.get_parsed_content('postprocessing')\n"
+        "    out.append([list(t.saver.kinds) for t in post.transforms if type(t).__name__ == 'SaveDicomResultsd'])\n"
+        "print(json.dumps(out))\n")
+    cases = [{}, {"save_dicom_seg": True}, {"save_dicom": "sr,sc"}, {"save_dicom": "none", "save_dicom_seg": True}]
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(cases)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [[], [["seg"]], [["sr", "sc"]], [["seg"]]]
