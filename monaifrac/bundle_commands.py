@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from monaifrac.bundle import ENGINES, add_bundle_options, require_models, run_bundle, run_options
+from monaifrac.dicom.commands import dicom_kinds
 from monaifrac.errors import InputError, require_exists, require_prepared
 
 PREPARED_HELP = "a folder written by `monaifrac prepare`"
@@ -62,8 +63,15 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
                                                              "their class probabilities averaged")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (probabilities averaged over "
                                                       "the film and its left-right and up-down flips)")
+    p.add_argument("--dicom", metavar="KINDS", nargs="?", const="sr,sc",
+                   help="also write, for each DICOM film, DICOM objects of its study for the PACS, named by a comma "
+                        "list: sr (<stem>.sr.dcm, a Structured Report: score, call, fracture outlines), sc "
+                        "(<stem>.sc.dcm, a Secondary Capture: the film with fractures outlined and a banner; every "
+                        "viewer shows it), seg (<stem>.seg.dcm, a pixel-exact Segmentation; OHIF 3.10 cannot show "
+                        "it on a film). --dicom alone: sr,sc")
     p.add_argument("--dicom-seg", action="store_true", help="also write <stem>.seg.dcm for each DICOM film: a DICOM "
-                                                            "Segmentation (bone, fracture) of the film, for the PACS")
+                                                            "Segmentation (bone, fracture) of the film, for the PACS "
+                                                            "(the same as seg in --dicom)")
     p.add_argument("--engine", choices=ENGINES,
                    help="what runs the network: onnxruntime (the default on a CPU: faster; the ONNX file is exported "
                         "once per weights and cached beside them), torch (the default on a GPU and under bf16) or "
@@ -79,6 +87,7 @@ def run_infer(args) -> int:
     configs, overrides = run_options(args, input_files=inputs, output_dir=args.output_dir, model_file=args.model,
                                      model_files=args.models, tta=True if args.tta else None,
                                      save_overlays=True if args.overlays else None,
+                                     save_dicom=dicom_kinds(args.dicom),
                                      save_dicom_seg=True if args.dicom_seg else None, engine=args.engine)
     run_bundle(["inference"] + configs, bundle_root=args.bundle_root, **overrides)
     return 0

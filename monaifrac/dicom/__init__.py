@@ -6,6 +6,7 @@ Presentation) with pydicom; :mod:`monaifrac.dicom.orthanc` starts a private Orth
 Reading a DICOM film stays in :func:`monaifrac.io.read_dicom`, the one reader every stage uses,
 after :mod:`monaifrac.io.dicom` has checked the file with pydicom. :mod:`monaifrac.dicom.seg`
 writes a film's label map as a DICOM Segmentation (highdicom; ``monaifrac infer --dicom-seg``),
-and :mod:`monaifrac.dicom.web` moves films and SEGs to and from a PACS by DICOMweb
+:mod:`monaifrac.dicom.sc` draws a film's result as a Secondary Capture, :mod:`monaifrac.dicom.results`
+writes the kinds asked for (``monaifrac infer --dicom sr,sc,seg``), and :mod:`monaifrac.dicom.web` moves films and results to and from a PACS by DICOMweb
 (``monaifrac pacs-pull`` / ``pacs-push``).
 """

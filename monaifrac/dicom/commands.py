@@ -1,4 +1,4 @@
-"""The PACS commands: ``monaifrac pacs-push`` and ``pacs-pull`` (DICOMweb, :mod:`monaifrac.dicom.web`).
+"""The PACS commands: ``monaifrac pacs-push``, ``pacs-pull`` and ``pacs-watch`` (DICOMweb, :mod:`monaifrac.dicom.web`).
 
 Each is a pair, registered in :data:`COMMANDS`: ``add_<name>_arguments(parser)`` declares its
 options and imports nothing heavy; ``run_<name>(args)`` imports :mod:`monaifrac.dicom.web` and runs it.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from monaifrac.errors import require_exists
+from monaifrac.errors import InputError, require_exists
 
 #: monaifrac.dicom.web.DEFAULT_TIMEOUT, spelled out so that declaring --timeout imports no MONAI (a test keeps
 #: them equal)
@@ -25,7 +25,7 @@ def add_pacs_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_pacs_push_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("folder", help="an inference output folder written with --dicom-seg")
+    p.add_argument("folder", help="an inference output folder written with --dicom (or --dicom-seg)")
     p.add_argument("--films", action="store_true", help="also store the folder's other DICOM files (films)")
     add_pacs_options(p)
 
@@ -57,10 +57,66 @@ def run_pacs_pull(args) -> int:
     return 0
 
 
+def dicom_kinds(text: str | None) -> str | None:
+    """``--dicom`` checked (one line for an unknown kind) and passed on as inference.json's ``save_dicom``."""
+    if text is None:
+        return None
+    from monaifrac.dicom.results import parse_kinds
+
+    try:
+        return ",".join(parse_kinds(text)) or "none"
+    except ValueError as err:
+        raise InputError("--dicom", str(err)) from None
+
+
+def add_pacs_watch_arguments(p: argparse.ArgumentParser) -> None:
+    from monaifrac.bundle import add_bundle_options
+
+    p.add_argument("--state", required=True, help="folder of the watcher's state (films.jsonl: the films handled; "
+                                                  "keep it across restarts)")
+    p.add_argument("--dicom", metavar="KINDS", default="sr,sc", help="which objects, as for infer (default sr,sc)")
+    p.add_argument("--poll", type=float, default=0.5, help="seconds between two looks for new films (default 0.5)")
+    p.add_argument("--max-backoff", type=float, default=30.0,
+                   help="the longest wait between tries while the PACS is down (default 30 s)")
+    p.add_argument("--once", action="store_true", help="handle the films there now, then exit")
+    p.add_argument("--model", help="weights (default <bundle-root>/models/model.pt)")
+    add_pacs_options(p)
+    add_bundle_options(p)
+
+
+def run_pacs_watch(args) -> int:
+    import logging
+    import sys
+
+    from monaifrac.bundle import require_models, run_options
+
+    require_models([args.model])
+    kinds = dicom_kinds(args.dicom)
+    if kinds == "none":
+        raise InputError("--dicom", "pacs-watch needs at least one of sr, sc, seg")
+    from monaifrac.serving.watch import StateLocked, watch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s pacs-watch: %(message)s", stream=sys.stderr)
+    for noisy in ("highdicom", "dicomweb_client"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configs, overrides = run_options(args)
+    try:
+        handled = watch(args.url, args.state, kinds=kinds, once=args.once, bundle_root=args.bundle_root,
+                        model_file=args.model, configs=tuple(configs), user=args.user, password=args.password,
+                        timeout=args.timeout, poll=args.poll, max_backoff=args.max_backoff, overrides=overrides,
+                        ready=lambda: print("pacs-watch: ready", file=sys.stderr, flush=True))
+    except StateLocked as err:
+        raise InputError(args.state, str(err).split(": ", 1)[-1]) from None
+    print(f"pacs-watch: handled {handled} film(s)", file=sys.stderr)
+    return 0
+
+
 #: name → (one line of help, add_arguments(parser), run(args) -> exit status), in the order ``--help`` lists them
 COMMANDS = {
-    "pacs-push": ("store the DICOM Segmentations of a folder (*.seg.dcm) in a PACS by DICOMweb STOW-RS",
+    "pacs-push": ("store the DICOM results of a folder (*.sr.dcm, *.sc.dcm, *.seg.dcm) in a PACS by DICOMweb STOW-RS",
                   add_pacs_push_arguments, run_pacs_push),
     "pacs-pull": ("retrieve the DX films of a PACS (all studies, or one) by DICOMweb into a folder, as "
                   "<SOPInstanceUID>.dcm", add_pacs_pull_arguments, run_pacs_pull),
+    "pacs-watch": ("give every new DX/CR film of a PACS its DICOM results (SR and SC by default) in its study, by "
+                   "DICOMweb, each film once; runs until stopped", add_pacs_watch_arguments, run_pacs_watch),
 }

@@ -1,7 +1,7 @@
 """DICOMweb with a PACS: the one place that builds the client and turns its failures into one line.
 
-``monaifrac pacs-push`` stores the DICOM Segmentations of an inference run (``*.seg.dcm``, and
-with ``--films`` the DICOM films of a folder) by STOW-RS; ``monaifrac pacs-pull`` retrieves the
+``monaifrac pacs-push`` stores the DICOM results of an inference run (``*.sr.dcm``, ``*.sc.dcm``,
+``*.seg.dcm``: :mod:`monaifrac.dicom.results`; and with ``--films`` the DICOM films of a folder) by STOW-RS; ``monaifrac pacs-pull`` retrieves the
 DX films of a PACS (all studies, or one) by QIDO-RS + WADO-RS into a folder that
 ``monaifrac infer`` runs on. Both go through :func:`connect`:
 
@@ -43,6 +43,7 @@ from monaifrac.io import InputError, atomic_path, is_dicom_file
 DEFAULT_TIMEOUT = 30.0
 ATTEMPTS = 3
 SEG_SUFFIX = ".seg.dcm"
+RESULT_SUFFIXES = (".sr.dcm", ".sc.dcm", SEG_SUFFIX)  # monaifrac.dicom.results.SUFFIXES, without importing monai
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")  # a UID names a file: digits and dots only, nothing like ../
 
 
@@ -166,7 +167,7 @@ def _connection_reason(err: Exception) -> str:
 
 
 def files_to_push(folder: os.PathLike | str, films: bool = False) -> list[Path]:
-    """The DICOM Segmentations (``*.seg.dcm``) in ``folder``, and with ``films`` its other DICOM files
+    """The DICOM results (``*.sr.dcm``, ``*.sc.dcm``, ``*.seg.dcm``) in ``folder``, and with ``films`` its other DICOM files
     (by suffix or by the ``DICM`` marker), sorted; hidden files (a writer's temporaries) are skipped.
 
     Raises:
@@ -179,11 +180,11 @@ def files_to_push(folder: os.PathLike | str, films: bool = False) -> list[Path]:
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
-        if path.name.lower().endswith(SEG_SUFFIX) or (films and is_dicom_file(path)):
+        if path.name.lower().endswith(RESULT_SUFFIXES) or (films and is_dicom_file(path)):
             paths.append(path)
     if not paths:
-        what = "no *.seg.dcm file and no DICOM film" if films else \
-            "no *.seg.dcm file (write them with `monaifrac infer ... --dicom-seg`)"
+        what = "no *.sr.dcm, *.sc.dcm or *.seg.dcm file and no DICOM film" if films else \
+            "no *.sr.dcm, *.sc.dcm or *.seg.dcm file (write them with `monaifrac infer ... --dicom sr,sc`)"
         raise InputError(folder, f"nothing to push: {what}")
     return paths
 

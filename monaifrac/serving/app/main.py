@@ -47,6 +47,7 @@ from monailabel.utils.others.generic import get_bundle_models, remove_file, strt
 from monaifrac.serving.datastore import FilmDICOMwebDatastore
 from monaifrac.serving.datastore import from_settings as dicomweb_datastore
 from monaifrac.serving.requests import RequestError, check_film, is_upload, resolve_study
+from monaifrac.dicom.results import SaveDicomResultsd
 from monaifrac.dicom.seg import SaveDicomSegd
 from monaifrac.networks.onnx import ENGINES, with_engine
 from monaifrac.io import suffix_of
@@ -59,7 +60,7 @@ class FractureInferTask(BundleInferTask):
     """The bundle's ``inference.json`` without its file writers; the score travels in the result."""
 
     def __init__(self, path: str, conf: Dict[str, str]):
-        super().__init__(path, conf, post_filter=[SaveImaged, SaveOverlayd, SaveDicomSegd])
+        super().__init__(path, conf, post_filter=[SaveImaged, SaveOverlayd, SaveDicomSegd, SaveDicomResultsd])
         engine = conf.get("engine") or self.bundle_config.get_parsed_content("engine")
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
