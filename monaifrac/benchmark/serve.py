@@ -446,9 +446,11 @@ def main(args, report: Report) -> int:
         content = {f.name: f.read_bytes() for f in films}
 
         server = Server(root, args.model, small[0])
-        # while the server starts: the labels inference.json writes (not timed)
+        progress(f"server starting on port {server.port}; meanwhile the labels inference.json writes for "
+                 f"{len(films)} films")
         labels = Labels(reference_labels(films, args.model, root / "reference"))
         ready_s = server.wait_ready(args.start_timeout)
+        progress(f"server ready after {ready_s:.1f} s; warm-up")
         versions = server_versions()
 
         def small_request(i):
@@ -476,6 +478,7 @@ def main(args, report: Report) -> int:
         levels, no_answer, passes = [], list(warm.no_answer), []
         for c in args.clients:
             passes.append(model_alone([str(f) for f in small], args.model))
+            progress(f"{args.per_level} uploads from {c} client(s)")
             tally, offset = Tally(), server.log_offset()
             wall = fire(server.client, args.per_level, c, small_request, tally)
             no_answer += tally.no_answer
@@ -494,6 +497,8 @@ def main(args, report: Report) -> int:
                            "model_only_pass_s": model_big, "model_only_s": model_big, "check_s": check_big,
                            "server": server_side(server.latencies_since(offset))})
 
+        if args.requests > 0:
+            progress(f"soak: {args.requests} requests from {args.soak_clients} clients")
         soak = run_soak(server, args, small, content, labels) if args.requests > 0 else None
         if soak:
             no_answer += soak.pop("no_answer_list")
