@@ -6,6 +6,8 @@ Presentation) with pydicom; :mod:`monaifrac.dicom.orthanc` starts a private Orth
 Reading a DICOM film stays in :func:`monaifrac.io.read_dicom`, the one reader every stage uses,
 after :mod:`monaifrac.io.dicom` has checked the file with pydicom. :mod:`monaifrac.dicom.seg`
 writes a film's label map as a DICOM Segmentation (highdicom; ``monaifrac infer --dicom-seg``),
+:mod:`monaifrac.dicom.sr` its fractures as a TID 1500 Structured Report that OHIF draws over the film,
+both in the words of :mod:`monaifrac.dicom.codes`,
 and :mod:`monaifrac.dicom.web` moves films and SEGs to and from a PACS by DICOMweb
 (``monaifrac pacs-pull`` / ``pacs-push``).
 """
