@@ -6,7 +6,9 @@ Presentation) with pydicom; :mod:`monaifrac.dicom.orthanc` starts a private Orth
 Reading a DICOM film stays in :func:`monaifrac.io.read_dicom`, the one reader every stage uses,
 after :mod:`monaifrac.io.dicom` has checked the file with pydicom. :mod:`monaifrac.dicom.seg`
 writes a film's label map as a DICOM Segmentation (highdicom; ``monaifrac infer --dicom-seg``),
-:mod:`monaifrac.dicom.sc` draws a film's result as a Secondary Capture, :mod:`monaifrac.dicom.results`
-writes the kinds asked for (``monaifrac infer --dicom sr,sc,seg``), and :mod:`monaifrac.dicom.web` moves films and results to and from a PACS by DICOMweb
+:mod:`monaifrac.dicom.sr` its fractures as a TID 1500 Structured Report that OHIF draws over the film (both in
+the words of :mod:`monaifrac.dicom.codes`), :mod:`monaifrac.dicom.sc` draws the result as a Secondary Capture,
+:mod:`monaifrac.dicom.results` writes the kinds asked for (``monaifrac infer --dicom sr,sc,seg``), and
+:mod:`monaifrac.dicom.web` moves films and results to and from a PACS by DICOMweb
 (``monaifrac pacs-pull`` / ``pacs-push``).
 """

@@ -19,7 +19,8 @@ What the report says
           (largest first): Tracking Identifier and Unique Identifier, Finding Category =
           Morphologically Abnormal Structure, Finding = Traumatic abnormality, Algorithm Name
           "monaifrac" and Version, Image Region (DCM 111030): SCOORD POLYLINE, closed,
-          SELECTED FROM the film
+          SELECTED FROM the film; NUM Area (SCT 42798000) in mm2, the component's pixels
+          times the film's Pixel Spacing, when the film has one
         Measurement Group "film", when there is a score                        TID 1501
           Finding = Traumatic abnormality, Algorithm, Source image = the film,
           CODE Traumatic abnormality = Present / Absent: the call at the threshold,
@@ -76,19 +77,27 @@ FRACTURE = 2  # the label value of fracture pixels
 PLAIN_RADIOGRAPHY = ("168537006", "SCT", "Plain radiography")
 FILM_TRACKING_ID = "film"  # the tracking identifier of the film-level group
 IMAGING_MEASUREMENTS = ("126010", "DCM", "Imaging Measurements")
+AREA = ("42798000", "SCT", "Area")
+SQUARE_MILLIMETRE = ("mm2", "UCUM", "square millimeter")
 
 
 def fracture_outlines(label_hw: np.ndarray) -> list[np.ndarray]:
+    """The outline of each fracture component, largest first (see :func:`fracture_components`)."""
+    return [outline for outline, _pixels in fracture_components(label_hw)]
+
+
+def fracture_components(label_hw: np.ndarray) -> list[tuple[np.ndarray, int]]:
     """The outline of each fracture component of a label map, largest component first.
 
     Args:
         label_hw: (rows, columns) label map, fracture pixels equal to 2.
 
     Returns:
-        One closed polyline per 4-connected component of fracture pixels (holes filled): a
-        (N, 2) float32 array of (column, row) DICOM image coordinates, (0, 0) the top-left corner
-        of the top-left pixel, the first vertex repeated last. Every vertex lies on the boundary
-        between a pixel of the component and a pixel outside it. Empty list: no fracture pixel.
+        One (outline, pixels) per 4-connected component of fracture pixels (holes filled): the
+        outline a closed polyline, a (N, 2) float32 array of (column, row) DICOM image
+        coordinates, (0, 0) the top-left corner of the top-left pixel, the first vertex repeated
+        last, every vertex on the boundary between a pixel of the component and a pixel outside
+        it; pixels the number of pixels it encloses. Empty list: no fracture pixel.
     """
     from scipy import ndimage
     from skimage.measure import approximate_polygon, find_contours, label
@@ -104,7 +113,7 @@ def fracture_outlines(label_hw: np.ndarray) -> list[np.ndarray]:
         contour = max(contours, key=len)  # the outer boundary (a filled component has no other)
         contour = approximate_polygon(contour, tolerance=0)  # drops the vertices in the middle of straight runs
         rows, cols = contour[:, 0] - 1, contour[:, 1] - 1  # undo the padding: pixel-centre indices
-        outlines.append(np.stack([cols + 0.5, rows + 0.5], axis=1).astype(np.float32))
+        outlines.append((np.stack([cols + 0.5, rows + 0.5], axis=1).astype(np.float32), int(filled.sum())))
     return outlines
 
 
@@ -138,11 +147,17 @@ def _source(film):
     return hd.sr.SourceImageForRegion(film.SOPClassUID, film.SOPInstanceUID)
 
 
-def _region_group(number: int, outline: np.ndarray, film):
-    """TID 1410: one fracture component, outlined on the film."""
+def _region_group(number: int, outline: np.ndarray, pixels: int, film):
+    """TID 1410: one fracture component, outlined on the film, with its area where the film's pixel
+    spacing (calibrated to the patient) is known."""
     import highdicom as hd
     from pydicom.sr.coding import Code
 
+    measurements = None
+    spacing = film.get("PixelSpacing")
+    if spacing is not None and len(spacing) == 2:
+        area_mm2 = pixels * float(spacing[0]) * float(spacing[1])
+        measurements = [hd.sr.Measurement(name=Code(*AREA), value=area_mm2, unit=Code(*SQUARE_MILLIMETRE))]
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"fracture {number}"),
         referenced_region=hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=outline,
@@ -150,6 +165,7 @@ def _region_group(number: int, outline: np.ndarray, film):
         finding_type=Code(*TRAUMATIC_ABNORMALITY),
         finding_category=Code(*ABNORMAL_STRUCTURE),
         algorithm_id=hd.sr.AlgorithmIdentification(name=ALGORITHM_NAME, version=algorithm_version()),
+        measurements=measurements,
     )
 
 
@@ -222,15 +238,19 @@ def build_report(film, label_hw: np.ndarray, score: float | None, threshold: flo
         ValueError: the label map's shape is not the film's Rows x Columns, or it holds values
             other than 0, 1, 2; the score is outside [0, 1]; or there is nothing to report
             (no score and no fracture pixel).
+        RuntimeError: highdicom is too old (0.22, MONAI Label's environment).
     """
     import highdicom as hd
     from pydicom.sr.coding import Code
 
+    if not hasattr(hd.sr, "CoordinatesForMeasurement"):  # highdicom 0.22, MONAI Label's environment
+        raise RuntimeError(f"the DICOM SR needs a newer highdicom than {hd.__version__} (the main environment's, "
+                           "pyproject.toml): it has no coordinates for a measurement")
     label_hw = _check_label_map(film, label_hw)
     if score is not None and not 0.0 <= float(score) <= 1.0:
         raise ValueError(f"fracture score {score!r} is not in [0, 1]")
-    groups = [_region_group(number, outline, film)
-              for number, outline in enumerate(fracture_outlines(label_hw), start=1)]
+    groups = [_region_group(number, outline, pixels, film)
+              for number, (outline, pixels) in enumerate(fracture_components(label_hw), start=1)]
     if score is not None:
         groups.append(_film_group(film, score, threshold))
     if not groups:
@@ -262,4 +282,4 @@ def build_report(film, label_hw: np.ndarray, score: float | None, threshold: flo
     return sr
 
 
-__all__ = ("SERIES_NUMBER", "SR_SUFFIX", "build_report", "film_bounds", "fracture_outlines")
+__all__ = ("SERIES_NUMBER", "SR_SUFFIX", "build_report", "film_bounds", "fracture_components", "fracture_outlines")

@@ -18,7 +18,7 @@ import pytest
 import monaifrac
 from monaifrac.dicom.films import write_dx
 from monaifrac.dicom.seg import save_dataset
-from monaifrac.dicom.sr import SERIES_NUMBER, build_report, fracture_outlines
+from monaifrac.dicom.sr import SERIES_NUMBER, build_report, fracture_components, fracture_outlines
 from tests.conftest import draw_film
 
 H, W = 48, 40
@@ -99,8 +99,9 @@ def test_outlines_lie_on_the_fracture_components(film):
         xs, ys = outline[:, 0].astype(float), outline[:, 1].astype(float)
         area = 0.5 * abs(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1)))
         assert filled.sum() - 0.125 * len(outline) <= area <= filled.sum(), (area, filled.sum())
-        sizes.append(int(mask.sum()))
+        sizes.append(int(filled.sum()))
     assert sizes == sorted(sizes, reverse=True)  # largest first
+    assert [pixels for _outline, pixels in fracture_components(label)] == sizes
     assert fracture_outlines(np.where(label == 2, 1, label)) == []
 
 
@@ -119,14 +120,17 @@ def test_report_reads_back_with_its_regions_score_and_call(film, tmp_path):
 
     regions = sr.content.get_planar_roi_measurement_groups()
     assert [g.tracking_identifier for g in regions] == ["fracture 1", "fracture 2", "fracture 3"]
-    expected = fracture_outlines(label)
-    for group, outline in zip(regions, expected):
+    expected = fracture_components(label)
+    for group, (outline, pixels) in zip(regions, expected):
         assert group.finding_type.value == "19130008"  # the SEG's fracture code
         assert group.roi.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
         np.testing.assert_allclose(group.roi.value, outline)
         [ref] = group.roi.ContentSequence[0].ReferencedSOPSequence
         assert ref.ReferencedSOPInstanceUID == film.SOPInstanceUID
         assert "ReferencedFrameNumber" not in ref  # a single-frame film
+        [area] = group.get_measurements()  # the component's pixels (holes filled) at the film's spacing
+        assert (area.name.value, area.unit.value) == ("42798000", "mm2")
+        assert area.value == pytest.approx(pixels * 0.139 * 0.139, rel=1e-4)
         algorithm = {item.name.value: item.value for item in group[0].ContentSequence
                      if item.name.value in ("111001", "111003")}
         assert algorithm == {"111001": "monaifrac", "111003": monaifrac.__version__}  # Algorithm Name, Version
@@ -174,7 +178,9 @@ def test_a_film_without_orientation_or_spacing_is_reported_too(tmp_path):
     """highdicom's image library needs both; a converted film often has neither."""
     bare = _film(tmp_path / "bare.dcm")
     _path, sr = _read_back(build_report(bare, _label(), None, 0.5), tmp_path)
-    assert len(sr.content.get_planar_roi_measurement_groups()) == 3
+    regions = sr.content.get_planar_roi_measurement_groups()
+    assert len(regions) == 3
+    assert all(g.get_measurements() == [] for g in regions)  # no pixel spacing: no area
     assert sr.content.get_image_measurement_groups() == []  # no score: no film group
 
 
