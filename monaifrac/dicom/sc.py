@@ -173,12 +173,12 @@ def build_capture(film, label_hw: np.ndarray, score: float | None, threshold: fl
     from pydicom import Dataset
 
     import monaifrac
-    from monaifrac.dicom.seg import _TYPE2_COPIED, presence_call
+    from monaifrac.dicom.codes import TYPE2_COPIED, presence_call
 
     label_hw = _check_label(film, label_hw)
     pixels = capture_pixels(film, label_hw, score, threshold)
     source = film.copy()
-    for keyword in _TYPE2_COPIED:  # type 2 in the film, but some writers leave them out
+    for keyword in TYPE2_COPIED:  # type 2 in the film, but some writers leave them out
         if keyword not in source:
             setattr(source, keyword, "")
     orientation = list(film.get("PatientOrientation") or [])
