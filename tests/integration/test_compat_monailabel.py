@@ -16,5 +16,5 @@ def test_monailabel_internals_are_where_compat_reaches_for_them():
     env_dir = check_rc(run_cmd(["bash", "scripts/monailabel-env.sh"], timeout=1800)).strip().splitlines()[-1]
     env = {"PYTHONPATH": str(REPO)}
     out = check_rc(run_cmd([os.path.join(env_dir, "bin", "python"), "tests/integration/monailabel_compat_checks.py"],
-                           timeout=300, env=env))
+                           timeout=900, env=env))
     assert out.strip().splitlines()[-1] == "ok", out[-3000:]
