@@ -130,8 +130,10 @@ def test_intensity_scaling_is_the_same_for_training_and_inference():
     assert {k: scaling[k] for k in ("b_min", "b_max", "clip")} == {k: infer_args[k] for k in ("b_min", "b_max", "clip")}
     assert not infer_args.get("relative") and not infer_args.get("channel_wise")  # what the two steps implement
     assert window["lower"] == 0.5 and window["upper"] == 99.5  # the values metadata.json documents
-    # the scaling is the first thing a drawn film meets, in both recipes, and validation scales when drawn too
-    assert train.get("train#random_transforms")[0] == "@train#intensity_scaling"
+    # the scaling is the first thing a drawn film meets after its crop (film_crop, off unless set), in both
+    # recipes, and validation scales when drawn too
+    assert train.get("train#random_transforms")[0]["_target_"] == "RandCropByLabelClassesd"
+    assert train.get("train#random_transforms")[1] == "@train#intensity_scaling"
     assert parser_of(TRAIN_JSON, PATCHES_JSON).get("train#random_transforms")[1] == "@train#intensity_scaling"
     assert train.get("validate#draw_transforms#transforms") == ["%train#intensity_scaling"]
 

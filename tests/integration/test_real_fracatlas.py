@@ -135,3 +135,20 @@ def test_exif_rotated_fractures_lie_on_bone(real, case_id):
     prepared = np.asanyarray(nib.load(str(out / item["image"])).dataobj)
     assert tuple(from_jpg.shape) == prepared.shape
     np.testing.assert_array_equal(from_jpg.numpy(), prepared.astype(np.float32))
+
+
+def test_the_large_scans_folder_adds_the_other_65_official_training_fractures(tmp_path):
+    """``fracatlas-large`` (its SOURCE.md): 65 fractured official-train scans, 76 polygons, read as they are."""
+    root = default_fracatlas_dir()
+    large = None if root is None else root.parent / "fracatlas-large"
+    if large is None or not (large / "images").is_dir():
+        pytest.skip("../shared/data/fracatlas-large not found")
+    report = prepare(large, tmp_path / "large", progress=False)
+    datalist = json.loads((tmp_path / "large" / "datalist.json").read_text())
+    assert report["cases_written"] == 65 and report["fractured"] == 65 and report["skipped"] == []
+    assert report["polygons"]["total"] == report["polygons"]["nonempty"] == 76
+    assert report["sections"] == {"training": 65, "validation": 0, "test": 0}
+    assert report["fractured_without_fracture_pixels"] == []
+    fractions = sorted(i["fracture_fraction"] for i in datalist["training"])
+    # SOURCE.md: fracture area 0.06 % to 2.8 % of the film, median 0.29 %
+    assert 0.0005 < fractions[0] and fractions[-1] < 0.03 and 0.002 < fractions[32] < 0.004
