@@ -222,3 +222,17 @@ def atlas_factory(tmp_path):
         return make_mini_fracatlas(tmp_path / f"fracatlas_{defect}_{next(counter)}", defect)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def dciodvfy():
+    """dicom3tools' validator, installed with apt where it is missing and we may (as Orthanc is)."""
+    import shutil
+
+    from monaifrac.dicom.orthanc import apt_install
+
+    if shutil.which("dciodvfy") is None:
+        apt_install("dicom3tools")
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dicom3tools' dciodvfy not installed and not installable here (`apt-get install dicom3tools`)")
+    return shutil.which("dciodvfy")

@@ -63,6 +63,24 @@ def presence_call(score: float | None, threshold: float) -> str:
     return f"monaifrac fracture {float(score):.2f} ({call}; threshold {float(threshold):.2f})"
 
 
+
+def check_label_map(film, label_hw) -> "np.ndarray":
+    """``label_hw`` as an array, checked against the film it is written for: (Rows, Columns) of the film,
+    values 0 background, 1 bone, 2 fracture (the SEG, SR and SC writers' shared precondition).
+
+    Raises:
+        ValueError: another shape, or another value.
+    """
+    import numpy as np
+
+    label_hw = np.asarray(label_hw)
+    if label_hw.shape != (int(film.Rows), int(film.Columns)):
+        raise ValueError(f"label map of shape {label_hw.shape} for a film of {film.Rows} rows x {film.Columns} columns")
+    values = np.unique(label_hw)
+    if not set(values.tolist()) <= {0, 1, 2}:
+        raise ValueError(f"label values {values.tolist()} (expected 0 background, 1 bone, 2 fracture)")
+    return label_hw
+
 __all__ = ("ABNORMAL_STRUCTURE", "ABSENT", "ALGORITHM_NAME", "ARTIFICIAL_INTELLIGENCE", "BONE", "NO_UNITS",
-           "PRESENT", "PROBABILITY", "TISSUE", "TRAUMATIC_ABNORMALITY", "TYPE2_COPIED", "algorithm_version",
+           "PRESENT", "PROBABILITY", "TISSUE", "TRAUMATIC_ABNORMALITY", "TYPE2_COPIED", "check_label_map", "algorithm_version",
            "is_fractured", "presence_call", "with_type2_copied")

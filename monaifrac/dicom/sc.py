@@ -142,16 +142,6 @@ def capture_pixels(film, label_hw: np.ndarray, score: float | None, threshold: f
     return draw_banner(rgb, banner_lines(score, threshold))
 
 
-def _check_label(film, label_hw: np.ndarray) -> np.ndarray:
-    label_hw = np.asarray(label_hw)
-    if label_hw.shape != (int(film.Rows), int(film.Columns)):
-        raise ValueError(f"label map of shape {label_hw.shape} for a film of {film.Rows} rows x {film.Columns} columns")
-    values = np.unique(label_hw)
-    if not set(values.tolist()) <= {0, 1, 2}:
-        raise ValueError(f"label values {values.tolist()} (expected 0 background, 1 bone, 2 fracture)")
-    return label_hw
-
-
 def build_capture(film, label_hw: np.ndarray, score: float | None, threshold: float):
     """The Secondary Capture of ``film``'s result (see the module docstring).
 
@@ -173,9 +163,9 @@ def build_capture(film, label_hw: np.ndarray, score: float | None, threshold: fl
     from pydicom import Dataset
 
     import monaifrac
-    from monaifrac.dicom.codes import TYPE2_COPIED, presence_call
+    from monaifrac.dicom.codes import TYPE2_COPIED, check_label_map, presence_call
 
-    label_hw = _check_label(film, label_hw)
+    label_hw = check_label_map(film, label_hw)
     pixels = capture_pixels(film, label_hw, score, threshold)
     source = film.copy()
     for keyword in TYPE2_COPIED:  # type 2 in the film, but some writers leave them out

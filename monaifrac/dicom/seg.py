@@ -70,7 +70,7 @@ from monai.transforms import MapTransform, Transform
 
 from monaifrac.dicom.codes import (ABNORMAL_STRUCTURE, ALGORITHM_NAME, ARTIFICIAL_INTELLIGENCE, BONE, TISSUE,
                                    TRAUMATIC_ABNORMALITY, algorithm_version, presence_call,
-                                   with_type2_copied)
+                                   check_label_map, with_type2_copied)
 from monaifrac.io import InputError, atomic_path, film_stem, from_monai_frame, is_dicom_file
 
 logger = logging.getLogger(__name__)
@@ -171,12 +171,7 @@ def make_segmentation(film, label_hw: np.ndarray, score: float | None = None, th
 
     if algorithm_type not in ALGORITHM_TYPES:
         raise ValueError(f"algorithm_type must be one of {ALGORITHM_TYPES}, got {algorithm_type!r}")
-    label_hw = np.asarray(label_hw)
-    if label_hw.shape != (int(film.Rows), int(film.Columns)):
-        raise ValueError(f"label map of shape {label_hw.shape} for a film of {film.Rows} rows x {film.Columns} columns")
-    values = np.unique(label_hw)
-    if not set(values.tolist()) <= {0, 1, 2}:
-        raise ValueError(f"label values {values.tolist()} (expected 0 background, 1 bone, 2 fracture)")
+    label_hw = check_label_map(film, label_hw)
     seg = hd.seg.Segmentation(
         source_images=[_source_header(film)],
         pixel_array=label_hw.astype(np.uint8),  # the label-map style: value k is segment k

@@ -69,7 +69,7 @@ import numpy as np
 
 from monaifrac.dicom.codes import (ABNORMAL_STRUCTURE, ABSENT, ALGORITHM_NAME, NO_UNITS, PRESENT, PROBABILITY,
                                    TRAUMATIC_ABNORMALITY, algorithm_version, is_fractured, presence_call,
-                                   with_type2_copied)
+                                   check_label_map, with_type2_copied)
 
 SR_SUFFIX = ".sr.dcm"
 SERIES_NUMBER = 901  # after the SEG's 900: one report per series
@@ -115,16 +115,6 @@ def fracture_components(label_hw: np.ndarray) -> list[tuple[np.ndarray, int]]:
         rows, cols = contour[:, 0] - 1, contour[:, 1] - 1  # undo the padding: pixel-centre indices
         outlines.append((np.stack([cols + 0.5, rows + 0.5], axis=1).astype(np.float32), int(filled.sum())))
     return outlines
-
-
-def _check_label_map(film, label_hw: np.ndarray) -> np.ndarray:
-    label_hw = np.asarray(label_hw)
-    if label_hw.shape != (int(film.Rows), int(film.Columns)):
-        raise ValueError(f"label map of shape {label_hw.shape} for a film of {film.Rows} rows x {film.Columns} columns")
-    values = np.unique(label_hw)
-    if not set(values.tolist()) <= {0, 1, 2}:
-        raise ValueError(f"label values {values.tolist()} (expected 0 background, 1 bone, 2 fracture)")
-    return label_hw
 
 
 def _device_observer():
@@ -246,7 +236,7 @@ def build_report(film, label_hw: np.ndarray, score: float | None, threshold: flo
     if not hasattr(hd.sr, "CoordinatesForMeasurement"):  # highdicom 0.22, MONAI Label's environment
         raise RuntimeError(f"the DICOM SR needs a newer highdicom than {hd.__version__} (the main environment's, "
                            "pyproject.toml): it has no coordinates for a measurement")
-    label_hw = _check_label_map(film, label_hw)
+    label_hw = check_label_map(film, label_hw)
     if score is not None and not 0.0 <= float(score) <= 1.0:
         raise ValueError(f"fracture score {score!r} is not in [0, 1]")
     groups = [_region_group(number, outline, pixels, film)

@@ -209,17 +209,6 @@ def test_the_sr_kind_uses_the_sr_builder(film, tmp_path):
 # ----------------------------------------------------------------------------- dciodvfy
 
 
-@pytest.fixture(scope="module")
-def dciodvfy():
-    """dicom3tools' validator, installed with apt where it is missing and we may (as Orthanc is)."""
-    from monaifrac.dicom.orthanc import apt_install
-
-    if shutil.which("dciodvfy") is None:
-        apt_install("dicom3tools")
-    if shutil.which("dciodvfy") is None:
-        pytest.skip("dicom3tools' dciodvfy not installed and not installable here (`apt-get install dicom3tools`)")
-    return shutil.which("dciodvfy")
-
 
 @pytest.mark.parametrize("spacing, orientation, photometric", [((0.139, 0.139), ("L", "F"), "MONOCHROME2"),
                                                                (None, None, "MONOCHROME1")])

@@ -239,17 +239,6 @@ def test_the_seg_is_written_atomically(film, tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- dciodvfy
 
 
-@pytest.fixture(scope="module")
-def dciodvfy():
-    """dicom3tools' validator, installed with apt where it is missing and we may (as Orthanc is)."""
-    from monaifrac.dicom.orthanc import apt_install
-
-    if shutil.which("dciodvfy") is None:
-        apt_install("dicom3tools")
-    if shutil.which("dciodvfy") is None:
-        pytest.skip("dicom3tools' dciodvfy not installed and not installable here (`apt-get install dicom3tools`)")
-    return shutil.which("dciodvfy")
-
 
 @pytest.mark.parametrize("spacing, photometric", [((0.139, 0.139), "MONOCHROME2"), (None, "MONOCHROME1"),
                                                   (None, "ITK")])

@@ -187,17 +187,6 @@ def test_a_film_without_orientation_or_spacing_is_reported_too(tmp_path):
 # ----------------------------------------------------------------------------- dciodvfy
 
 
-@pytest.fixture(scope="module")
-def dciodvfy():
-    """dicom3tools' validator, installed with apt where it is missing and we may (as Orthanc is)."""
-    from monaifrac.dicom.orthanc import apt_install
-
-    if shutil.which("dciodvfy") is None:
-        apt_install("dicom3tools")
-    if shutil.which("dciodvfy") is None:
-        pytest.skip("dicom3tools' dciodvfy not installed and not installable here (`apt-get install dicom3tools`)")
-    return shutil.which("dciodvfy")
-
 
 @pytest.mark.parametrize("case", ["fractured", "normal", "bare film"])
 def test_dciodvfy_finds_no_error_in_a_report(dciodvfy, tmp_path, case):
