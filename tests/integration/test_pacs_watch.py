@@ -211,10 +211,12 @@ def test_an_orthanc_restart_mid_burst_loses_and_duplicates_nothing(orthanc, labe
     assert sorted(watcher.state.records) == sorted(ds.SOPInstanceUID for ds in sent)
     assert {r["status"] for r in watcher.state.records.values()} == {"done"}
     assert _captures_per_study(orthanc) == {ds.StudyInstanceUID: 1 for ds in sent}
-    messages = [r.getMessage() for r in caplog.records]
-    # polling every 0.1 s, the watcher met the PACS down: one warning for the outage, one line when it is back
-    assert len([m for m in messages if m.startswith("PACS failure, retrying with backoff")]) == 1, messages
-    assert len([m for m in messages if m.endswith("answers again")]) == 1, messages
+    messages = [r.getMessage() for r in caplog.records if r.name == "monaifrac.serving.watch"]
+    # an outage the watcher meets is one warning, however many polls fail, and one line when the PACS is back
+    # (a watcher busy labelling while Orthanc restarts may not meet it at all: the films above are what counts)
+    outages = [m for m in messages if m.startswith("PACS failure, retrying with backoff")]
+    assert len(outages) <= 1, messages
+    assert len([m for m in messages if m.endswith("answers again")]) == len(outages), messages
 
 
 # ---------------------------------------------------------------------- what is not a film, or not readable
@@ -261,7 +263,8 @@ def test_an_unreadable_film_is_one_line_and_other_series_are_ignored(orthanc, la
     assert set(records) == {good_ds.SOPInstanceUID, bad_ds.SOPInstanceUID}
     assert records[good_ds.SOPInstanceUID]["status"] == "done"
     assert records[bad_ds.SOPInstanceUID]["status"] == "unreadable"
-    lines = [r.getMessage() for r in caplog.records if bad_ds.SOPInstanceUID in r.getMessage()]
+    lines = [r.getMessage() for r in caplog.records
+             if r.name.startswith("monaifrac") and bad_ds.SOPInstanceUID in r.getMessage()]
     assert len(lines) == 1 and "cannot be read" in lines[0] and lines[0].endswith("no object"), lines
     after = _captures_per_study(orthanc)
     assert after.get(bad_ds.StudyInstanceUID, 0) == captures_before.get(bad_ds.StudyInstanceUID, 0)
