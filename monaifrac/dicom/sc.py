@@ -163,14 +163,11 @@ def build_capture(film, label_hw: np.ndarray, score: float | None, threshold: fl
     from pydicom import Dataset
 
     import monaifrac
-    from monaifrac.dicom.codes import TYPE2_COPIED, check_label_map, presence_call
+    from monaifrac.dicom.codes import check_label_map, presence_call, with_type2_copied
 
     label_hw = check_label_map(film, label_hw)
     pixels = capture_pixels(film, label_hw, score, threshold)
-    source = film.copy()
-    for keyword in TYPE2_COPIED:  # type 2 in the film, but some writers leave them out
-        if keyword not in source:
-            setattr(source, keyword, "")
+    source = with_type2_copied(film)  # type 2 in the film, but some writers leave them out
     orientation = list(film.get("PatientOrientation") or [])
     spacing = film.get("PixelSpacing") or film.get("ImagerPixelSpacing")
     capture = hd.sc.SCImage.from_ref_dataset(
