@@ -6,7 +6,7 @@ https://doi.org/10.6084/m9.figshare.22363012 .
 
 Layout read (as in the archive)::
 
-    images/Fractured/*.jpg, images/Non_fractured/*.jpg
+    images/Fractured/*.jpg, images/Non_fractured/*.jpg    (also .png, and .dcm: DICOM films)
     Annotations/COCO JSON/COCO_fracture_masks.json     fracture polygons, category id 0
     dataset.csv                                        one row per film: body-part flags, fractured
     Utilities/Fracture Split/{train,valid,test}.csv    official split of the fractured films; any may be missing
@@ -31,7 +31,8 @@ OFFICIAL_SPLITS = ("train", "valid", "test")
 IMAGE_DIRS = {"Fractured": True, "Non_fractured": False}
 BODY_PARTS = ("hand", "leg", "hip", "shoulder")
 CSV_REQUIRED = ("image_id", "fractured") + BODY_PARTS
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# DICOM films: the layout ``monaifrac pacs-pull --labels`` writes (the films of a PACS as retrieved)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".dcm")
 
 
 def is_fracatlas_dir(root: Path | str) -> bool:
@@ -100,7 +101,7 @@ def _scan_images(root: Path) -> dict[str, Case]:
             if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
                 cases[path.stem] = Case(id=path.stem, image=path, fractured=fractured)
     if not cases:
-        raise DataError(f"{image_root}: no .jpg films under Fractured/ or Non_fractured/")
+        raise DataError(f"{image_root}: no .jpg/.png/.dcm films under Fractured/ or Non_fractured/")
     return cases
 
 

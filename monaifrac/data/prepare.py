@@ -25,7 +25,7 @@ from monaifrac.data.cases import ON_ERROR_CHOICES, Case, DataError, Problem
 from monaifrac.data.masks import BONE, FRACTURE, PolygonError, RasterStats, bone_pseudo_label, compose_label, \
     rasterize_polygons
 from monaifrac.data.splits import DATALIST_SECTIONS, NO_FOLD, assign_folds, assign_sections
-from monaifrac.io import InputError, read_raster, remove_temporaries, to_monai_frame, write_json, write_nifti
+from monaifrac.io import InputError, read_radiograph, remove_temporaries, to_monai_frame, write_json, write_nifti
 
 IMAGE_DIR, LABEL_DIR = "images", "labels"
 DATALIST_NAME, REPORT_NAME = "datalist.json", "prepare_report.json"
@@ -61,7 +61,7 @@ def prepare_case(case: Case, out_dir: Path, skip_truncated: bool = False) -> dic
         "warnings": [...]}``, or ``{"id", "error": Problem}`` when the case cannot be used.
     """
     try:
-        image, info = read_raster(case.image)
+        image, info = read_radiograph(case.image)  # a JPG/PNG, or a DICOM film (pacs-pull --labels)
     except InputError as err:
         return {"id": case.id, "error": Problem(err.path, err.problem, case.id)}
     if info.truncated and skip_truncated:

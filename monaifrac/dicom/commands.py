@@ -41,19 +41,36 @@ def run_pacs_push(args) -> int:
 
 
 def add_pacs_pull_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="folder for the films (created; files of the same instance replaced)")
+    p.add_argument("--out", help="folder for the films (created; files of the same instance replaced)")
+    p.add_argument("--labels", metavar="OUT", help="also write the films that a SEG in the PACS labels (any tool's; "
+                                                   "the newest wins) as a FracAtlas-layout folder that `monaifrac "
+                                                   "prepare` reads (created; it is this pull's)")
     p.add_argument("--study", help="Study Instance UID (default: every study)")
     p.add_argument("--modality", nargs="+", default=["DX"], help="series modalities to retrieve (default DX)")
     add_pacs_options(p)
 
 
 def run_pacs_pull(args) -> int:
+    if args.out is None and args.labels is None:
+        raise InputError("pacs-pull", "give --out FOLDER (the films), --labels FOLDER (the labelled films), or both")
+    where = f"study {args.study}" if args.study else "all studies"
+    kinds = "/".join(args.modality)
+    if args.labels is not None:
+        from monaifrac.dicom.labels import pull_labels
+
+        result = pull_labels(args.url, args.labels, study=args.study, modalities=tuple(args.modality),
+                             user=args.user, password=args.password, timeout=args.timeout, films_dir=args.out,
+                             report=print)
+        if args.out is not None:
+            print(f"pulled {result.films} {kinds} instance(s) of {where} into {args.out}")
+        print(f"wrote {len(result.fractured)} fractured and {len(result.normal)} normal labelled film(s) of "
+              f"{result.films} into {args.labels} (FracAtlas layout: `monaifrac prepare {args.labels} --out ...`)")
+        return 0
     from monaifrac.dicom.web import pull
 
     written = pull(args.url, args.out, study=args.study, modalities=tuple(args.modality), user=args.user,
                    password=args.password, timeout=args.timeout, report=print)
-    where = f"study {args.study}" if args.study else "all studies"
-    print(f"pulled {len(written)} {'/'.join(args.modality)} instance(s) of {where} into {args.out}")
+    print(f"pulled {len(written)} {kinds} instance(s) of {where} into {args.out}")
     return 0
 
 
@@ -116,7 +133,7 @@ COMMANDS = {
     "pacs-push": ("store the DICOM results of a folder (*.sr.dcm, *.sc.dcm, *.seg.dcm) in a PACS by DICOMweb STOW-RS",
                   add_pacs_push_arguments, run_pacs_push),
     "pacs-pull": ("retrieve the DX films of a PACS (all studies, or one) by DICOMweb into a folder, as "
-                  "<SOPInstanceUID>.dcm", add_pacs_pull_arguments, run_pacs_pull),
+                  "<SOPInstanceUID>.dcm; with --labels, those its SEGs label as a FracAtlas-layout folder", add_pacs_pull_arguments, run_pacs_pull),
     "pacs-watch": ("give every new DX/CR film of a PACS its DICOM results (SR and SC by default) in its study, by "
                    "DICOMweb, each film once; runs until stopped", add_pacs_watch_arguments, run_pacs_watch),
 }

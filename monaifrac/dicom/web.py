@@ -261,12 +261,29 @@ def pull(url: str, out_dir: os.PathLike | str, study: str | None = None, modalit
     """
     pacs = connect(url, user, password, timeout)
     out = Path(out_dir)
+    written = []
+    for ds in films_of(pacs, study, modalities):
+        path = out / f"{ds.SOPInstanceUID}.dcm"
+        with atomic_path(path) as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
+        written.append(path)
+        if report:
+            report(f"wrote {path} ({ds.get('Modality', '?')}, {ds.get('Rows')} x {ds.get('Columns')})")
+    return written
+
+
+def instances_of(pacs: Pacs, study: str | None, modalities: tuple[str, ...]) -> Iterator[tuple[str, str, str]]:
+    """``(study, series, SOP instance)`` UIDs of every instance of the series of ``modalities`` (all studies, or
+    ``study``), in the PACS's order, by QIDO-RS.
+
+    Raises:
+        PacsError: the PACS could not be used, or named an instance by something that is not a UID.
+    """
     series_items = []
     for modality in modalities:
         with pacs.errors(f"search for {modality} series"):
             series_items += pacs.client.search_for_series(study_instance_uid=study,
                                                           search_filters={"Modality": modality}, get_remaining=True)
-    written = []
     for series in series_items:
         study_uid, series_uid = _value(series, "StudyInstanceUID") or study, _value(series, "SeriesInstanceUID")
         with pacs.errors(f"list the instances of series {series_uid}"):
@@ -276,12 +293,11 @@ def pull(url: str, out_dir: os.PathLike | str, study: str | None = None, modalit
             sop_uid = _value(instance, "SOPInstanceUID") or ""
             if not _UID.fullmatch(sop_uid) or not _UID.fullmatch(str(study_uid)) or not _UID.fullmatch(str(series_uid)):
                 raise PacsError(pacs.url, f"the PACS named an instance {sop_uid!r} of series {series_uid!r}: not UIDs")
-            with pacs.errors(f"retrieve instance {sop_uid}"):
-                ds = pacs.client.retrieve_instance(study_uid, series_uid, sop_uid)
-            path = out / f"{sop_uid}.dcm"
-            with atomic_path(path) as tmp:
-                ds.save_as(tmp, enforce_file_format=True)
-            written.append(path)
-            if report:
-                report(f"wrote {path} ({ds.get('Modality', '?')}, {ds.get('Rows')} x {ds.get('Columns')})")
-    return written
+            yield str(study_uid), str(series_uid), sop_uid
+
+
+def films_of(pacs: Pacs, study: str | None, modalities: tuple[str, ...]):
+    """Every instance of :func:`instances_of`, retrieved by WADO-RS (a :class:`pydicom.Dataset` each), one at a time."""
+    for study_uid, series_uid, sop_uid in instances_of(pacs, study, modalities):
+        with pacs.errors(f"retrieve instance {sop_uid}"):
+            yield pacs.client.retrieve_instance(study_uid, series_uid, sop_uid)

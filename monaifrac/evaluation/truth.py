@@ -16,7 +16,7 @@ import numpy as np
 
 from monaifrac.data.cases import DataError
 from monaifrac.data.fracatlas import BODY_PARTS, is_fracatlas_dir, read_fracatlas
-from monaifrac.io import InputError, from_monai_frame, read_nifti, read_raster
+from monaifrac.io import InputError, from_monai_frame, read_nifti, read_radiograph
 
 
 @dataclass
@@ -49,7 +49,7 @@ def _fracatlas_loader(case) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
         fatal = [p for p in case.problems if p.fatal]
         if fatal:
             raise InputError(fatal[0].file, f"film {case.id}: {fatal[0].message}")
-        image, _ = read_raster(case.image)
+        image, _ = read_radiograph(case.image)  # a DICOM film too (pacs-pull --labels)
         try:
             label, _ = build_label(case, image)
         except PolygonError as err:

@@ -154,6 +154,84 @@ def test_dx_film_goes_in_by_stow_is_found_by_qido_and_comes_back_by_wado(pacs, t
     assert answer.json()["CountInstances"] >= 1
 
 
+# --- (c) corrections from any tool come back as training data -------------------------------------
+
+def _foreign_seg(film, fracture, when: str):
+    """A SEG as another tool writes one (highdicom; its own codes, bone after fracture, MANUAL), dated ``when``."""
+    import highdicom as hd
+    from pydicom.sr.coding import Code
+
+    bone = np.zeros_like(fracture)
+    bone[20:40, 2:38] = True
+    segments = [hd.seg.SegmentDescription(segment_number=1, segment_label="Fx", algorithm_type="MANUAL",
+                                          segmented_property_category=Code("49755003", "SCT", "Morph. Abnormal"),
+                                          segmented_property_type=Code("72704001", "SCT", "Fracture")),
+                hd.seg.SegmentDescription(segment_number=2, segment_label="bone", algorithm_type="MANUAL",
+                                          segmented_property_category=Code("85756007", "SCT", "Tissue"),
+                                          segmented_property_type=Code("272673000", "SCT", "Bone structure"))]
+    seg = hd.seg.Segmentation(source_images=[film], pixel_array=np.stack([fracture, bone], -1)[None],
+                              segmentation_type="BINARY", segment_descriptions=segments,
+                              series_instance_uid=hd.UID(), series_number=40, sop_instance_uid=hd.UID(),
+                              instance_number=1, manufacturer="Another viewer", manufacturer_model_name="v",
+                              software_versions="1", device_serial_number="1")
+    seg.SeriesDate, seg.SeriesTime = when.split("T")
+    return seg
+
+
+def test_segs_of_any_tool_become_a_fracatlas_folder_that_prepare_reads(pacs, tmp_path, capsys):
+    from skimage.draw import ellipse
+
+    from monaifrac.cli import main
+    from monaifrac.data.prepare import prepare
+    from monaifrac.dicom.seg import make_segmentation
+    from monaifrac.io import from_monai_frame, read_nifti
+
+    study = pydicom.uid.generate_uid()
+    films = {name: write_dx(tmp_path / f"{name}.dcm", _film(), study_uid=study, series_number=n, body_part=part,
+                            patient_id="PACS-LABELS") for n, (name, part) in
+             enumerate((("broken", "hand"), ("normal", "leg"), ("unread", None), ("tissue", None)), start=1)}
+    fracture = np.zeros((60, 40), bool)
+    rows, cols = ellipse(30, 14, 6, 3, fracture.shape, rotation=0.6)  # a slanted fracture line across the bone
+    fracture[rows, cols] = True
+    fracture[45, 30] = True  # one pixel alone
+    no_fracture = np.where(np.arange(60)[:, None] // 20 == 1, 1, 0) * np.ones((1, 40), np.uint8)
+    older = make_segmentation(films["broken"], no_fracture)  # monaifrac's own call, corrected later elsewhere
+    older.SeriesDate, older.SeriesTime = "20240101", "080000"
+    normal = make_segmentation(films["normal"], no_fracture)  # an empty fracture segment: "no fracture"
+    tissue = _foreign_seg(films["tissue"], fracture, "20250101T090000")
+    for item in tissue.SegmentSequence:  # a SEG of soft tissue only: no label of fractures
+        item.SegmentedPropertyTypeCodeSequence[0].CodeValue = "87784001"
+        item.SegmentLabel = "soft tissue"
+    stored = [pydicom.dcmread(tmp_path / f"{name}.dcm") for name in films]
+    stored += [older, _foreign_seg(films["broken"], fracture, "20250101T090000"), normal, tissue]
+    answer = _client(pacs).store_instances(stored)
+    assert not answer.get("FailedSOPSequence")
+
+    labels = tmp_path / "labels"
+    user, password = pacs.auth
+    assert main(["pacs-pull", "--url", pacs.dicomweb_url, "--study", study, "--labels", str(labels),
+                 "--user", user, "--password", password]) == 0
+    said = capsys.readouterr().out
+    broken, normal_sop = films["broken"].SOPInstanceUID, films["normal"].SOPInstanceUID
+    assert sorted(p.relative_to(labels).as_posix() for p in (labels / "images").rglob("*")
+                  if p.is_file()) == sorted([f"images/Fractured/{broken}.dcm", f"images/Non_fractured/{normal_sop}.dcm"])
+    assert f"older than {stored[5].SOPInstanceUID}" in said  # the newest SEG won
+    assert "no segment says fracture or bone" in said and "1 film(s) have no SEG referencing them" in said
+    assert "wrote 1 fractured and 1 normal labelled film(s) of 4" in said
+    header, *rows = (labels / "dataset.csv").read_text().splitlines()
+    assert header == "image_id,fractured,hand,leg,hip,shoulder"
+    assert rows == sorted([f"{broken}.dcm,1,1,0,0,0", f"{normal_sop}.dcm,0,0,1,0,0"])
+
+    prepared = tmp_path / "prepared"
+    report = prepare(labels, prepared, workers=1, progress=False)
+    assert (report["fractured"], report["non_fractured"], report["skipped"]) == (1, 1, [])
+    label = from_monai_frame(read_nifti(prepared / "labels" / f"{broken}.nii.gz"))
+    np.testing.assert_array_equal(label == 2, fracture)  # the correction's fracture, pixel for pixel, on its film
+    np.testing.assert_array_equal(from_monai_frame(read_nifti(prepared / "images" / f"{broken}.nii.gz")), _film())
+    assert (label == 1).any()  # bone: prepare's pseudo-label, as for FracAtlas
+    assert not (from_monai_frame(read_nifti(prepared / "labels" / f"{normal_sop}.nii.gz")) == 2).any()
+
+
 # --- (d) what the configuration closes -------------------------------------------------------------
 
 def test_config_has_no_dicom_port_no_remote_access_and_a_password(pacs):
