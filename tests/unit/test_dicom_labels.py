@@ -41,3 +41,11 @@ def test_body_part_examined_sets_fracatlas_columns():
     assert body_part_flags(film) == {"hand": 0, "leg": 0, "hip": 0, "shoulder": 0}
     film.BodyPartExamined = "KNEE"
     assert body_part_flags(film) == {"hand": 0, "leg": 1, "hip": 0, "shoulder": 0}
+
+
+def test_pacs_pull_without_out_or_labels_says_what_to_give(capsys):
+    from monaifrac.cli import main
+
+    assert main(["pacs-pull", "--url", "http://127.0.0.1:9/dicom-web"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "give --out FOLDER (the films), --labels FOLDER" in err
