@@ -178,21 +178,23 @@ def pull_labels(url: str, labels_dir: os.PathLike | str, study: str | None = Non
     say = report or (lambda line: None)
     pacs = connect(url, user, password, timeout)
     out = Path(labels_dir)
-    films = {}
-    for ds in films_of(pacs, study, modalities):
-        films[str(ds.SOPInstanceUID)] = ds
-        if films_dir is not None:
+    if films_dir is not None:
+        for ds in films_of(pacs, study, modalities):
             path = Path(films_dir) / f"{ds.SOPInstanceUID}.dcm"
             _write_bytes(path, _dicom_bytes(ds))
             say(f"wrote {path} ({ds.get('Modality', '?')}, {ds.get('Rows')} x {ds.get('Columns')})")
+    films = {sop: (study_uid, series_uid) for study_uid, series_uid, sop in instances_of(pacs, study, modalities)}
     segs = _segs_by_film(pacs, study, set(films))
     result = PulledLabels(films=len(films))
     rows, coco_images, coco_annotations = [], [], []
     kept = set()
-    for sop, film in films.items():
+    for sop, (study_uid, series_uid) in films.items():
         if sop not in segs:
             result.without_seg.append(sop)
             continue
+        # one film in memory at a time: a PACS's films do not fit in it together
+        with pacs.errors(f"retrieve instance {sop}"):
+            film = pacs.client.retrieve_instance(study_uid, series_uid, sop)
         label = _newest_label(film, segs[sop], result)
         if label is None:
             continue
@@ -220,7 +222,7 @@ def pull_labels(url: str, labels_dir: os.PathLike | str, study: str | None = Non
                                          "category_id": FRACTURE_CATEGORY, "segmentation": [polygon], "iscrowd": 0,
                                          "bbox": [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]})
         say(f"wrote {path} ({'fracture: ' + str(int(fracture.sum())) + ' pixel(s)' if fractured else 'no fracture'}"
-            f", from {label.series_uid and 'SEG ' + label.sop_uid} of {label.when or 'no date'}"
+            f", from SEG {label.sop_uid} of {label.when or 'no date'}"
             f"{'; segments recognised by their labels' if label.by_text else ''})")
     for sop, name, why in result.passed_over:
         say(f"film {sop}: {name} passed over: {why}")

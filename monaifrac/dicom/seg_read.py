@@ -116,6 +116,30 @@ def _meaning(segment) -> tuple[Optional[int], Optional[int]]:
     return by_code, by_text
 
 
+# functional groups a SEG may hold once for all frames (Shared) or per frame; highdicom 0.22 (MONAI Label's
+# environment) looks for them per frame only, and highdicom 0.23+ writes a one-segment SEG's in Shared
+_PER_FRAME_GROUPS = ("SegmentIdentificationSequence", "DerivationImageSequence")
+
+
+def _groups_per_frame(seg):
+    """``seg``, or a copy with the shared functional groups of :data:`_PER_FRAME_GROUPS` repeated in every
+    frame's: the same SEG (PS3.3 C.7.6.16: a group is in one place or the other), as every highdicom reads it."""
+    import copy
+
+    shared = (seg.get("SharedFunctionalGroupsSequence") or [None])[0]
+    frames = seg.get("PerFrameFunctionalGroupsSequence") or []
+    moved = [k for k in _PER_FRAME_GROUPS if shared is not None and k in shared and frames and k not in frames[0]]
+    if not moved:
+        return seg
+    seg = copy.deepcopy(seg)
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    for keyword in moved:
+        for frame in seg.PerFrameFunctionalGroupsSequence:
+            setattr(frame, keyword, copy.deepcopy(getattr(shared, keyword)))
+        delattr(shared, keyword)
+    return seg
+
+
 def read_seg_label(seg, film, name: Optional[str] = None) -> SegLabel:
     """The label map a SEG gives ``film`` (see the module docstring).
 
@@ -167,7 +191,7 @@ def read_seg_label(seg, film, name: Optional[str] = None) -> SegLabel:
 
     fractional = str(seg.get("SegmentationType", "")).upper() == "FRACTIONAL"
     try:
-        segmentation = hd.seg.Segmentation.from_dataset(seg, copy=True)
+        segmentation = hd.seg.Segmentation.from_dataset(_groups_per_frame(seg), copy=True)
         numbers = sorted(chosen)
         pixels = segmentation.get_pixels_by_source_instance(
             [film_sop], segment_numbers=numbers, assert_missing_frames_are_empty=True,

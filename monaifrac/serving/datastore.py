@@ -30,8 +30,17 @@ What this one does
   it by STOW-RS. Only then is the label kept in MONAI Label's local bookkeeping (as
   ``labels/<tag>/<series uid>.png``, what retraining reads). Tags other than ``final`` stay local,
   as in MONAI Label.
-* **Labelled** means: a SEG in the PACS references the series (one WADO-RS metadata request per
-  SEG series, remembered), or a label was saved here.
+* **A SEG in the PACS is a label, whoever wrote it.** A SEG series of the PACS referencing a listed
+  film (one WADO-RS metadata request per SEG series, remembered) is read the first time it is
+  seen with :func:`monaifrac.dicom.seg_read.read_seg_label` (any tool's: OHIF, Slicer, a script;
+  segments by their codes, else their labels) and kept as the film's ``final`` label
+  (``labels/final/<series uid>.png``, as a saved label is), so MONAI Label's Train sees it. A SEG
+  without a bone segment gets bone as ``monaifrac prepare`` makes it (the Li pseudo-label of the
+  film). The newest SEG of a film (Series Date/Time, else Content, else Instance Creation) is its
+  label: an older one seen later does not replace it. A SEG that cannot be a label of its film (no
+  fracture segment, another size, undecodable) is logged once, in one line, and leaves the film
+  unlabelled.
+* **Labelled** means: a SEG in the PACS that is a label of the series, or a label was saved here.
 * **Errors are answers, not tracebacks.** An id that is not a UID gets 422, a series that is not
   in the PACS or not a DX/CR film 404/422, a bad label 422; a PACS that cannot be reached, refuses
   the credentials or answers an error gets **502**, one that does not answer in time **504**,
@@ -122,6 +131,7 @@ class FilmDICOMwebDatastore(DICOMWebDatastore):
         self._segs: Optional[set] = None  # SEG series uids of the PACS (last listing)
         self._segs_at = 0.0
         self._seg_refs: Dict[str, Optional[str]] = {}  # SEG series uid -> the series it references
+        self._not_labels: set = set()  # SEG series that cannot be labels of the film they reference
         self._failed_at: Optional[float] = None
         self._failure: Optional[HTTPException] = None
         self._skipped: set = set()
@@ -206,13 +216,71 @@ class FilmDICOMwebDatastore(DICOMWebDatastore):
                 seg_uid, study_uid = _value(item, "SeriesInstanceUID"), _value(item, "StudyInstanceUID")
                 if seg_uid and study_uid and _UID.fullmatch(seg_uid):
                     segs[seg_uid] = study_uid
+            films = self._listing(for_status)
             for seg_uid, study_uid in segs.items():
                 if seg_uid not in self._seg_refs:
                     with self._pacs_call(f"read the metadata of SEG series {seg_uid}"):
                         meta = self._pacs.client.retrieve_series_metadata(study_uid, seg_uid)
-                    self._seg_refs[seg_uid] = self._referenced_series(meta)
+                    referenced = self._referenced_series(meta)
+                    if referenced in films:
+                        self._take_label(study_uid, seg_uid, referenced)
+                    # remembered only once taken: a PACS failure meanwhile leaves it to the next listing
+                    self._seg_refs[seg_uid] = referenced
             self._segs, self._segs_at = set(segs), now
-        return {self._seg_refs.get(s) for s in self._segs} - {None}
+        return {self._seg_refs.get(s) for s in self._segs - self._not_labels} - {None}
+
+    def _take_label(self, study_uid: str, seg_uid: str, image_id: str) -> None:
+        """SEG series ``seg_uid`` (any tool's) as the ``final`` label of film series ``image_id``, unless a newer
+        SEG's is kept already; one that cannot be a label of the film is noted in :attr:`_not_labels` and logged."""
+        import pydicom
+
+        from monaifrac.dicom.seg_read import read_seg_label
+
+        tag = DefaultLabelTag.FINAL.value
+        obj = datastore_objects(self).get(image_id)
+        kept = obj.labels.get(tag) if obj is not None else None
+        kept_info = dict(getattr(kept, "info", None) or {})
+        if kept_info.get("SeriesInstanceUID") == seg_uid:
+            return  # this SEG's label is kept already (saved here, or seen before a restart)
+        film_path = self.get_image_uri(image_id)
+        film = pydicom.dcmread(film_path, stop_before_pixels=True)
+        with self._pacs_call(f"retrieve SEG series {seg_uid}"):
+            instances = self._pacs.client.retrieve_series(study_uid, seg_uid)
+        label, problems = None, []
+        for ds in instances:
+            try:
+                label = read_seg_label(ds, film, name=f"SEG series {seg_uid}")
+            except InputError as err:
+                problems.append(err.problem)
+                continue
+            if not label.has_fracture:
+                problems.append("it has no fracture segment: it says nothing of fractures")
+                label = None
+                continue
+            break
+        if label is None:
+            self._not_labels.add(seg_uid)
+            logger.warning("SEG series %s of series %s is no label: %s", seg_uid, image_id,
+                           "; ".join(problems) or "no instance")
+            return
+        if label.when and str(kept_info.get("seg_time") or "") > label.when:
+            logger.info("SEG series %s of series %s (%s) is older than the kept label's SEG (%s): not taken", seg_uid,
+                        image_id, label.when, kept_info.get("seg_time"))
+            return
+        pixels = label.label
+        if not label.has_bone:
+            from monaifrac.data.masks import BACKGROUND, BONE, bone_pseudo_label
+            from monaifrac.io import read_radiograph
+
+            image, _info = read_radiograph(film_path)
+            pixels = pixels.copy()
+            pixels[bone_pseudo_label(image) & (pixels == BACKGROUND)] = BONE
+        info = dict(SeriesInstanceUID=seg_uid, SOPInstanceUID=label.sop_uid, StudyInstanceUID=study_uid,
+                    Modality="SEG", pacs=self._pacs.url, seg_time=label.when, from_pacs=True,
+                    bone="SEG" if label.has_bone else "pseudo-label")
+        self._keep_label(image_id, pixels, tag, info)
+        logger.info("SEG series %s (%s) of series %s kept as its %s label%s", seg_uid, label.when or "undated",
+                    image_id, tag, "" if label.has_bone else " (bone: the film's pseudo-label)")
 
     @staticmethod
     def _referenced_series(meta: list) -> Optional[str]:
@@ -381,8 +449,11 @@ class FilmDICOMwebDatastore(DICOMWebDatastore):
                 reason = failed[0].get("FailureReason", "not given")
                 raise _refused(502, f"PACS {self._pacs.url}: refused the SEG of series {image_id} (failure reason "
                                     f"{reason})")
+            from monaifrac.dicom.seg_read import seg_time
+
             info.update(SeriesInstanceUID=str(seg.SeriesInstanceUID), SOPInstanceUID=str(seg.SOPInstanceUID),
-                        StudyInstanceUID=str(seg.StudyInstanceUID), Modality="SEG", pacs=self._pacs.url)
+                        StudyInstanceUID=str(seg.StudyInstanceUID), Modality="SEG", pacs=self._pacs.url,
+                        seg_time=seg_time(seg))
             self._seg_refs[str(seg.SeriesInstanceUID)] = image_id
             if self._segs is not None:
                 self._segs.add(str(seg.SeriesInstanceUID))
@@ -401,7 +472,12 @@ class FilmDICOMwebDatastore(DICOMWebDatastore):
             obj.labels[label_tag] = DataModel(info=dict(info, ts=int(time.time()), name=dest.name), ext=LABEL_SUFFIX)
 
     def datalist(self, full_path=True) -> List[Dict[str, Any]]:
-        # the films with a final label saved here (MONAI Label's would convert every SEG of the PACS to NIfTI)
+        # the films with a final label kept here: saved here, or a SEG of the PACS (MONAI Label's own would convert
+        # every SEG of the PACS to NIfTI); the PACS is looked at first for SEGs not seen yet
+        try:
+            self._labelled_in_pacs()
+        except HTTPException as err:
+            logger.warning("training on the labels kept here; the PACS's new SEGs are not seen: %s", err.detail)
         return LocalDatastore.datalist(self, full_path)
 
     # -- what the endpoints show ---------------------------------------------------------

@@ -324,6 +324,54 @@ def test_a_saved_label_becomes_a_seg_of_the_film_in_the_pacs(served, tmp_path):
     assert status == 200 and json.loads(body)["id"] == served["cr"].SeriesInstanceUID  # the unlabelled one
 
 
+def _other_tools_seg(film, mask, kind: str, when: str):
+    """A SEG as another viewer writes one (highdicom, its own codes, one segment), dated ``when``."""
+    from pydicom.sr.coding import Code
+
+    code, label = {"fracture": (("72704001", "SCT", "Fracture"), "Fx"),
+                   "soft tissue": (("87784001", "SCT", "Soft tissue"), "soft tissue")}[kind]
+    source = film.copy()
+    if "PixelSpacing" in source:  # no frame of reference: highdicom writes no pixel measures it cannot read back
+        del source.PixelSpacing
+    segment = hd.seg.SegmentDescription(segment_number=1, segment_label=label, algorithm_type="MANUAL",
+                                        segmented_property_category=Code("49755003", "SCT", "Morph. Abnormal"),
+                                        segmented_property_type=Code(*code))
+    seg = hd.seg.Segmentation(source_images=[source], pixel_array=mask[None].astype(bool), segmentation_type="BINARY",
+                              segment_descriptions=[segment], series_instance_uid=hd.UID(), series_number=41,
+                              sop_instance_uid=hd.UID(), instance_number=1, manufacturer="Another viewer",
+                              manufacturer_model_name="v", software_versions="1", device_serial_number="1")
+    seg.SeriesDate, seg.SeriesTime = when.split("T")
+    return seg
+
+
+def test_a_seg_another_tool_stored_becomes_the_films_final_label(served):
+    client, pacs, m1, cr = served["client"], served["pacs"], served["m1"], served["cr"]
+    uid = m1.SeriesInstanceUID
+    kept = _cache(served) / "labels" / "final" / f"{uid}.png"
+    assert kept.is_file()  # the label saved through MONAI Label (the test above), its SEG dated now
+    fracture = np.zeros((H, W), bool)
+    fracture[60:75, 40:100] = True
+    older = np.zeros((H, W), bool)
+    older[5:10, 5:10] = True
+    newer_seg = _other_tools_seg(m1, fracture, "fracture", "20991231T120000")
+    segs = [_other_tools_seg(m1, older, "fracture", "20000101T120000"), newer_seg,
+            _other_tools_seg(cr, fracture, "soft tissue", "20991231T120000")]
+    assert not _pacs_client(pacs).store_instances(segs).get("FailedSOPSequence")
+
+    store = client.info()["datastore"]  # the listing that first sees them
+    assert store["completed"] == 1  # the soft-tissue SEG is no label: the CR film stays unlabelled
+    label = np.asarray(Image.open(kept))
+    np.testing.assert_array_equal(label == 2, fracture)  # the newest SEG's fracture, pixel for pixel
+    assert ((label == 1) & ~fracture).any()  # bone: the film's pseudo-label, the SEG having none
+    status, _ctype, body = client.request("GET", "/datastore/?output=all")
+    assert status == 200, body[:500]
+    final = json.loads(body)["objects"][uid]["labels"]["final"]["info"]
+    assert (final["SeriesInstanceUID"], final["bone"]) == (newer_seg.SeriesInstanceUID, "pseudo-label")
+    assert not (_cache(served) / "labels" / "final" / f"{cr.SeriesInstanceUID}.png").exists()
+    log = served["log"].read_text()
+    assert "of series " + cr.SeriesInstanceUID + " is no label: " in log and "no segment says fracture" in log
+
+
 def test_monai_labels_ohif_is_served_and_its_proxy_has_no_credentials(served):
     client = served["client"]
     status, ctype, _body = client.request("GET", "/ohif/")

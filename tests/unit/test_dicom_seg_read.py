@@ -192,3 +192,18 @@ def test_a_seg_that_cannot_be_a_label_of_the_film_says_why_in_one_line(film, tmp
     message = str(caught.value)
     assert words in message and "\n" not in message
     assert message.startswith(str(tmp_path / "garbage.dcm") if what == "garbage file" else "SEG ")
+
+
+def test_segment_groups_shared_by_all_frames_are_read_like_per_frame_ones(film):
+    """highdicom 0.28 writes a one-segment SEG's Segment Identification once, in Shared Functional Groups;
+    highdicom 0.22 (MONAI Label's environment) reads it only per frame: the reader repeats it there."""
+    from monaifrac.dicom.seg_read import _groups_per_frame
+
+    seg = _dataset(_foreign_seg([film], (_label() == 2)[None, ..., None], [_segment(1, "fracture", FRACTURE_72704001)]))
+    assert "SegmentIdentificationSequence" in seg.SharedFunctionalGroupsSequence[0]
+    moved = _groups_per_frame(seg)
+    assert "SegmentIdentificationSequence" not in moved.SharedFunctionalGroupsSequence[0]
+    assert all(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber == 1
+               for f in moved.PerFrameFunctionalGroupsSequence)
+    assert "SegmentIdentificationSequence" in seg.SharedFunctionalGroupsSequence[0]  # the caller's SEG unchanged
+    np.testing.assert_array_equal(read_seg_label(seg, film).label, np.where(_label() == 2, 2, 0))
