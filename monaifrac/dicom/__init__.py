@@ -10,5 +10,7 @@ writes a film's label map as a DICOM Segmentation (highdicom; ``monaifrac infer 
 the words of :mod:`monaifrac.dicom.codes`), :mod:`monaifrac.dicom.sc` draws the result as a Secondary Capture,
 :mod:`monaifrac.dicom.results` writes the kinds asked for (``monaifrac infer --dicom sr,sc,seg``), and
 :mod:`monaifrac.dicom.web` moves films and results to and from a PACS by DICOMweb
-(``monaifrac pacs-pull`` / ``pacs-push``).
+(``monaifrac pacs-pull`` / ``pacs-push``). :mod:`monaifrac.dicom.seg_read` reads a SEG any tool wrote back
+as a film's label map, and :mod:`monaifrac.dicom.labels` turns the SEGs of a PACS into a FracAtlas-layout
+folder of training data (``monaifrac pacs-pull --labels``).
 """
