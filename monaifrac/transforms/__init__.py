@@ -12,10 +12,11 @@ from monaifrac.transforms.io import SaveOverlay, SaveOverlayd
 from monaifrac.transforms.post import (ArgMax, ArgMaxd, FractureScore, FractureScored, GateFracture, GateFractured,
                                        SplitPresence, SplitPresenced, ThresholdFracture, ThresholdFractured,
                                        fuse_presence)
-from monaifrac.transforms.spatial import LimitLongSide, LimitLongSided, film_shape, long_side_shape, network_side
+from monaifrac.transforms.spatial import (LimitLongSide, LimitLongSided, film_shape, long_side_shape, network_side,
+                                          scaled_crop)
 
 __all__ = ["UntrackedCompose", "PercentileWindowd", "ScaleIntensityRangePercentiles", "ScaleIntensityRangePercentilesd",
            "ScaleIntensityWindowd", "percentile_window", "SaveOverlay", "SaveOverlayd", "ArgMax", "ArgMaxd",
            "FractureScore", "FractureScored", "GateFracture", "GateFractured", "SplitPresence", "SplitPresenced",
            "ThresholdFracture", "ThresholdFractured", "fuse_presence", "LimitLongSide", "LimitLongSided",
-           "long_side_shape", "film_shape", "network_side"]
+           "long_side_shape", "film_shape", "network_side", "scaled_crop"]

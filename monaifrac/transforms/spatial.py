@@ -48,6 +48,18 @@ def network_side(max_side: int, scale: float = 1.0, divisor: int = 32) -> int:
     return int(math.ceil(max_side * scale / divisor) * divisor)
 
 
+def scaled_crop(max_side: int, scale: float = 1.0, divisor: int = 32) -> list[int] | None:
+    """The training crop (px, square) of a film enlarged by ``scale``: the square a whole film is padded to at
+    1x (:func:`network_side` of ``max_side``), so that a training step at ``scale`` costs what a whole film
+    costs at 1x; None (whole films, no crop) where ``scale`` <= 1.
+
+    The shipped recipe at 1.5x trains on 480 x 480 crops of 560 x 704 films (train.json's ``film_crop``)."""
+    if scale <= 1:
+        return None
+    side = network_side(max_side, 1.0, divisor)
+    return [side, side]
+
+
 class LimitLongSide(Transform):
     """Bring a film to the scale the network sees it at (:func:`film_shape`).
 

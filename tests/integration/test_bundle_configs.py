@@ -181,16 +181,19 @@ def test_training_cache_holds_films_at_their_own_bit_depth_and_training_sees_flo
     parser.update({"dataset_dir": str(prepared.dataset_dir), "bundle_root": str(tmp_path),
                    "num_workers": 0, "film_max_side": 128, "film_long_side": 128})
     dataset = parser.get_parsed_content("train#dataset")
+    scale = parser.get_parsed_content("film_scale")
     assert len(dataset._cache) == len(prepared.section("training"))
     for item, entry in zip(dataset._cache, dataset.data):
         assert item["image"].dtype == torch.uint8 and item["label"].dtype == torch.uint8
         if recipe == "whole_film":
-            assert max(item["image"].shape[1:]) == 128  # resampled, and still uint8
+            assert max(item["image"].shape[1:]) == round(128 * scale)  # resampled, and still uint8
         as_read = LoadImage(reader="monaifrac.io.RadiographReader", image_only=True)(entry["image"])
         assert max(as_read.shape) > 128 and item["image_window"] == percentile_window(as_read, 0.5, 99.5)
     crops = dataset[0]
-    if recipe == "whole_film":  # one film, padded to film_size
+    if recipe == "whole_film":  # one sample a film: at 1.5x a crop of the side a whole film has at 1x
+        crops = crops if isinstance(crops, dict) or len(crops) != 1 else crops[0]  # a crop comes as a list of one
         assert isinstance(crops, dict) and tuple(crops["image"].shape) == (1, 128, 128)
+        assert scale == 1 or parser.get_parsed_content("film_crop") == [128, 128]
         crops = [crops]
     assert crops and all(c["image"].dtype == torch.float32 and c["label"].dtype == torch.int64 for c in crops)
     assert all("image_window" not in c for c in crops)  # consumed by the scaling, not collated

@@ -13,7 +13,8 @@ from monai.transforms import Resize
 from monaifrac.inferers import AveragingInferer, WholeFilmInferer, at_scale
 from monaifrac.losses import PresenceLoss
 from monaifrac.samplers import FracturedAndNormalsSampler
-from monaifrac.transforms import LimitLongSide, LimitLongSided, SplitPresence, SplitPresenced, film_shape, network_side
+from monaifrac.transforms import (LimitLongSide, LimitLongSided, SplitPresence, SplitPresenced, film_shape,
+                                  network_side, scaled_crop)
 
 
 def _with_presence(seg: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
@@ -118,12 +119,16 @@ def test_whole_film_inferer_sees_large_films_at_the_training_scale():
 
 
 def test_film_scale_enlarges_films_and_brings_scans_to_the_scaled_common_side():
-    assert film_shape((454, 373), 1.0) is None  # the shipped scale: a film as stored
+    assert film_shape((454, 373), 1.0) is None  # 1x: a film as stored
     assert film_shape((454, 373), 1.5) == [681, 560]
     assert film_shape((2880, 2304), 1.5) == [681, 545]  # a scan: 454 px long side, then x1.5
     assert film_shape((2880, 2304), 1.0) == [454, 363]
     assert film_shape((454, 373), 2.0, max_side=None) == [908, 746]
     assert network_side(480, 1.0) == 480 and network_side(480, 1.5) == 736  # 720 up to /32
+    # training at 1.5x: crops of the side a whole film has at 1x (a step costs what a 1x film does); at 1x the film
+    assert scaled_crop(480, 1.5) == [480, 480] and scaled_crop(192, 2.0) == [192, 192]
+    assert scaled_crop(200, 1.5) == [224, 224]  # 200 up to /32
+    assert scaled_crop(480, 1.0) is None and scaled_crop(480, 0.75) is None
     with pytest.raises(ValueError, match="scale"):
         LimitLongSide(480, 454, scale=0)
 
