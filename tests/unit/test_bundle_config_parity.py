@@ -31,6 +31,7 @@ TUNED = {"~ presence_fusion", "~ presence_threshold"}
 
 #: override files on train.json → the differences they make
 TRAIN_MODES: dict[tuple[str, ...], set[str]] = {
+    # its memory_format (channels_last) is train.json's; it differs after unet.json or basic_unet.json
     ("gpu_train",): {
         "+ compile", "+ cache_workers", "+ cache_to_device",
         "+ train#crop_index_transforms#2 @cache_to_device", "+ validate#crop_index_transforms#0 @cache_to_device",
