@@ -10,6 +10,7 @@ raises :class:`monaifrac.io.InputError` naming the file, not a pickle traceback.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import random
@@ -20,6 +21,8 @@ import torch
 
 from monaifrac.compat.pytorch import is_batch_norm
 from monaifrac.io import InputError
+
+logger = logging.getLogger(__name__)
 
 
 def read_checkpoint(path: os.PathLike | str, map_location=None):
@@ -203,7 +206,7 @@ def update_batch_norm(network: torch.nn.Module, loader, model_file: os.PathLike 
         device: where the forward passes run.
 
     Returns:
-        ``{"batches": n, "films": n, "layers": n}`` for the log.
+        ``{"batches": n, "films": n, "layers": n}``, also logged (INFO) with ``output_file``.
     """
     from torch.optim.swa_utils import update_bn
 
@@ -225,4 +228,6 @@ def update_batch_norm(network: torch.nn.Module, loader, model_file: os.PathLike 
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
     with atomic_path(output_file) as tmp:
         torch.save(state, tmp)
+    logger.info("batch norm re-estimated on %d films (%d batches, %d layers) -> %s", counts["films"],
+                counts["batches"], counts["layers"], output_file)
     return counts

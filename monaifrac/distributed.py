@@ -1,15 +1,45 @@
-"""DDP helpers for ``torchrun`` jobs: wrapping extra networks, and a clean shutdown
-(``multi_gpu_train.json``'s ``finalize``)."""
+"""DDP helpers for ``torchrun`` jobs, called by ``multi_gpu_train.json`` and ``multi_gpu_inference.json``:
+the rank's device and process group, logs from rank 0 only, wrapping networks, and a clean shutdown."""
 
 from __future__ import annotations
 
 import gc
+import logging
+import os
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from monaifrac.compat.pytorch import remove_ddp_autograd_hooks
+
+
+def local_device() -> torch.device:
+    """This rank's device: ``cuda:<LOCAL_RANK>`` (set by ``torchrun``) where CUDA is, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}")
+    return torch.device("cpu")
+
+
+def init_process_group(device: torch.device | str) -> None:
+    """Join the ``torchrun`` job's process group (NCCL on CUDA, gloo on the CPU) unless already in one,
+    and make ``device`` the rank's current CUDA device.
+
+    It comes first in a multi-GPU config's ``initialize``: the ids that ask for the rank (``is_main``)
+    and the distributed samplers are evaluated after it.
+    """
+    device = torch.device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+
+def log_on_rank_zero(*engines) -> None:
+    """Keep the engines' INFO lines (an epoch's metrics, progress) to rank 0; other ranks log warnings only."""
+    level = logging.INFO if not dist.is_initialized() or dist.get_rank() == 0 else logging.WARNING
+    for engine in engines:
+        engine.logger.setLevel(level)
 
 
 def release_ddp(module: torch.nn.Module) -> None:

@@ -27,6 +27,7 @@ class PresenceFlexibleUNet(FlexibleUNet):
     """MONAI's :class:`~monai.networks.nets.FlexibleUNet` plus a presence logit.
 
     Args:
+        num_classes: segmentation classes (background included); FlexibleUNet's ``out_channels``.
         presence_hidden: channels of the head's 1x1 convolution on the deepest features.
         presence_dropout: dropout before the head's last layer.
         activation_checkpointing: recompute the encoder's blocks in the backward pass instead of
@@ -35,16 +36,18 @@ class PresenceFlexibleUNet(FlexibleUNet):
             same gradients, less memory, one more encoder forward per training step.
         All others: :class:`~monai.networks.nets.FlexibleUNet`'s.
 
-    ``forward(x)``: x (B, in_channels, H, W) → (B, out_channels + 1, H, W): channels
-    ``[0, out_channels)`` are the segmentation logits, the last one the logit of "this image
+    ``forward(x)``: x (B, in_channels, H, W) → (B, num_classes + 1, H, W): channels
+    ``[0, num_classes)`` are the segmentation logits, the last one the logit of "this image
     shows the last segmentation class" (a fracture), the same at every pixel. The head pools
     the deepest feature map (stride 32) by its mean and by its maximum, since a fracture is local.
+    The argument is ``num_classes``, not FlexibleUNet's ``out_channels``: the network has one
+    output channel more than it has classes.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, backbone: str, pretrained: bool = False,
+    def __init__(self, in_channels: int, num_classes: int, backbone: str, pretrained: bool = False,
                  presence_hidden: int = 128, presence_dropout: float = 0.2, activation_checkpointing: bool = False,
                  **kwargs):
-        super().__init__(in_channels, out_channels, backbone, pretrained=pretrained, **kwargs)
+        super().__init__(in_channels, num_classes, backbone, pretrained=pretrained, **kwargs)
         if self.spatial_dims != 2:
             raise ValueError(f"the presence output is built for 2D images, got spatial_dims={self.spatial_dims}")
         if activation_checkpointing:

@@ -1,5 +1,6 @@
 """The bundle as model-zoo CI checks it (verify_metadata, verify_net_in_out, ConfigWorkflow
-properties) and the consistency of train.json with inference.json."""
+properties) and what its configs build (transforms, caches, inferers). Which ids each mode changes,
+and that training and inference agree on the ids they share: tests/unit/test_bundle_config_parity.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.integration.conftest import (BASIC_UNET_JSON, PATCHES_JSON, UNET_JSON,
+from tests.integration.conftest import (BASIC_UNET_JSON, PATCHES_JSON,
                                  EVALUATE_JSON, INFERENCE_JSON, METADATA_JSON, REPO, SCHEMA_JSON,
                                  TRAIN_JSON, bundle_cmd, check_rc, run_cmd)
 
@@ -69,39 +70,6 @@ def test_verify_net_in_out_with_basic_unet(monkeypatch):
                       **{"_meta_#network_data_format#outputs#pred#num_channels": 3})  # no presence channel
     features = json.loads((REPO / BASIC_UNET_JSON).read_text())["network_def"]["features"]
     assert len(built) >= 1 and built[0]["features"] == features  # the network that was checked
-
-
-def test_network_def_is_the_same_for_training_and_inference():
-    train, infer = parser_of(TRAIN_JSON), parser_of(INFERENCE_JSON)
-    assert train.get("network_def") == infer.get("network_def")
-    assert train.get("patch_size") == infer.get("patch_size")
-    # the basic_unet variant replaces network_def in both the same way
-    assert parser_of(TRAIN_JSON, BASIC_UNET_JSON).get("network_def") == \
-        parser_of(INFERENCE_JSON, BASIC_UNET_JSON).get("network_def") != train.get("network_def")
-    for key in ("film_inferer", "film_scale", "film_long_side", "film_max_side", "backbone", "memory_format", "presence_gate",
-                "fracture_threshold"):
-        assert train.get(key) == infer.get(key), key
-    # the presence fusion and threshold fitted for the shipped weights (monaifrac calibrate): the same in
-    # evaluation and inference; training's own validation reports the uncalibrated scores
-    evaluate = parser_of(TRAIN_JSON, EVALUATE_JSON)
-    for key in ("presence_fusion", "presence_threshold"):
-        assert evaluate.get(key) == infer.get(key), key
-    assert train.get("presence_fusion") is None and len(infer.get("presence_fusion")) == 3
-    # training builds the network from the ImageNet weights; inference loads model.pt into it and needs none
-    assert train.get("pretrained") is True and infer.get("pretrained") is False
-    # inference wraps validation's inferer (the whole film, under bf16 autocast where the CPU has bf16 units) in
-    # AveragingInferer (TTA and ensembles, off by default): a film is seen the same way in validation and inference
-    assert train.get("validate#inferer") == infer.get("inferer#inferer")
-    assert train.get("validate#inferer#inferer") == "@film_inferer"
-    # bf16 autocast made the EfficientNet-Lite U-Net about 8x slower on this project's CPU (depthwise
-    # convolutions): off for it, "auto" for the UNets, in training and inference alike
-    assert train.get("cpu_bf16") is False and infer.get("cpu_bf16") is False
-    for variant in (UNET_JSON, BASIC_UNET_JSON):
-        t, i = parser_of(TRAIN_JSON, variant), parser_of(INFERENCE_JSON, variant)
-        assert t.get("cpu_bf16") == i.get("cpu_bf16") == "auto"
-        assert t.get("network_def") == i.get("network_def")
-    for key in ("max_film_pixels", "large_film_window", "film_inferer"):
-        assert parser_of(TRAIN_JSON, UNET_JSON).get(key) == parser_of(INFERENCE_JSON, UNET_JSON).get(key), key
 
 
 def test_sliding_window_override_swaps_the_film_inferer_in_validation_and_inference():

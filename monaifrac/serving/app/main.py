@@ -51,6 +51,7 @@ from monaifrac.dicom.results import SaveDicomResultsd
 from monaifrac.dicom.seg import SaveDicomSegd
 from monaifrac.networks.onnx import ENGINES, with_engine
 from monaifrac.io import suffix_of
+from monaifrac.metrics import CLASS_INDEX
 from monaifrac.transforms import SaveOverlayd
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ class FractureInferTask(BundleInferTask):
 
     def __init__(self, path: str, conf: Dict[str, str]):
         super().__init__(path, conf, post_filter=[SaveImaged, SaveOverlayd, SaveDicomSegd, SaveDicomResultsd])
+        # channel_def names every output channel, the presence logit ("3") too; a label is a value of the
+        # label map, which is the argmax of the class channels only
+        self.labels = {name: value for name, value in self.labels.items() if value in CLASS_INDEX.values()}
         engine = conf.get("engine") or self.bundle_config.get_parsed_content("engine")
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
