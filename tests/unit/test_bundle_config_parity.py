@@ -26,8 +26,9 @@ import pytest
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundle" / "configs"
 
-#: values fitted to the shipped weights (monaifrac calibrate): training's own validation may use others
-TUNED = {"~ presence_fusion", "~ presence_threshold"}
+#: values fitted to the shipped weights (monaifrac calibrate) and the gate they ship with: training's own
+#: validation may use others (its key metric is taken without the gate, on the network's own score)
+TUNED = {"~ presence_fusion", "~ presence_threshold", "~ presence_gate"}
 
 #: override files on train.json → the differences they make
 TRAIN_MODES: dict[tuple[str, ...], set[str]] = {
@@ -224,7 +225,7 @@ def test_training_and_inference_agree_on_every_id_they_share():
     validation, evaluation and inference; what differs is listed. Validation's inferer is what inference
     wraps in its test-time averaging, and its post-processing up to the label map is inference's."""
     differ = {"imports", "output_dir", "dataset_dir", "pretrained", "activation_checkpointing", "network", "setup",
-              "run", "presence_fusion", "presence_threshold", "engine"}
+              "run", "presence_fusion", "presence_threshold", "presence_gate", "engine"}
     for variant in ((), ("unet",), ("basic_unet",), ("sliding_window",)):
         train, infer = merged("train", *variant), merged("inference", *variant)
         shared = (train.keys() & infer.keys()) - differ - {"_meta_"}
@@ -235,10 +236,10 @@ def test_training_and_inference_agree_on_every_id_they_share():
             "monaifrac.transforms.ArgMaxd")
         assert train["validate"]["postprocessing"]["transforms"][:label_map] == \
             infer["postprocessing"]["transforms"][:label_map]
-    # the calibrated presence fusion and threshold are the same for evaluation and inference
+    # the calibrated presence fusion and threshold, and the gate, are the same for evaluation and inference
     evaluate, infer = merged("train", "evaluate"), merged("inference")
-    assert [evaluate[k] for k in ("presence_fusion", "presence_threshold")] == \
-        [infer[k] for k in ("presence_fusion", "presence_threshold")]
+    assert [evaluate[k] for k in ("presence_fusion", "presence_threshold", "presence_gate")] == \
+        [infer[k] for k in ("presence_fusion", "presence_threshold", "presence_gate")]
 
 
 def test_the_key_metric_is_named_once():
