@@ -98,7 +98,7 @@ def test_gan_under_multi_gpu_train(prepared, tmp_path):
     per_rank.write_text(json.dumps({"run": [
         "$@train#trainer.run()",
         "$torch.save({'model': @network.module.state_dict(), 'discriminator': @discriminator.module.state_dict()}, "
-        f"'{tmp_path}/rank' + os.environ['RANK'] + '.pt')"]}))
+        f"'{tmp_path}/rank' + str(torch.distributed.get_rank()) + '.pt')"]}))
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
             "-m", "monai.bundle", "run",
             "--config_file", f"['{TRAIN_JSON}','{GAN_JSON}','{MULTI_GPU_JSON}','{per_rank}']",
