@@ -17,8 +17,9 @@ Run it without a script::
 
     python -m monaifrac.serving.watch_bench --films 100 --mode burst paced
 
-Films: the first ``n`` FracAtlas films where ``/work/shared/data/fracatlas`` (``--fracatlas``) is,
-written as 12-bit DX; else synthetic films of FracAtlas's usual 373 x 454.
+Films: the first ``n`` FracAtlas films of ``--fracatlas`` (default: ``$MONAIFRAC_FRACATLAS``, else the shared
+copy beside this checkout: :func:`monaifrac.data.fracatlas.default_fracatlas_dir`), written as 12-bit DX; else
+synthetic films of FracAtlas's usual 373 x 454.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_FRACATLAS = "/work/shared/data/fracatlas"
+DEFAULT_FRACATLAS = "default"  # the copy default_fracatlas_dir() finds
 
 
 def make_films(out_dir: str | Path, n: int, fracatlas: str | Path | None = DEFAULT_FRACATLAS) -> list[Path]:
@@ -45,6 +46,10 @@ def make_films(out_dir: str | Path, n: int, fracatlas: str | Path | None = DEFAU
     from monaifrac.io import read_raster
 
     out = Path(out_dir)
+    if fracatlas == DEFAULT_FRACATLAS:
+        from monaifrac.data.fracatlas import default_fracatlas_dir
+
+        fracatlas = default_fracatlas_dir()
     images = sorted(Path(fracatlas).glob("images/*/*.jpg"))[:n] if fracatlas and Path(fracatlas).is_dir() else []
     if len(images) < n:
         from monaifrac.data.synth import make_synthetic_fracatlas
