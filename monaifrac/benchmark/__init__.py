@@ -11,6 +11,7 @@ One module per kind of measurement, each a verb of :mod:`.cli`:
 * :mod:`.prepare` (``prepare``): ``monaifrac prepare``'s throughput, one process against all;
 * :mod:`.big_film` (``big-film``): time and peak memory of one 6000 x 6000 film, and of one film from the
   command line;
+* :mod:`.watch` (``watch``): a film stored in a real Orthanc to its results stored, ``pacs-watch`` running;
 * :mod:`.compare` (``compare RUN_A RUN_B``): how much two inference runs' label maps differ;
 * :mod:`.ddp_shutdown` (``ddp-shutdown``): aborts at exit of DDP runs, two shutdowns side by side;
 * :mod:`.render` (``render RESULT.json``): a result as the README's markdown table.

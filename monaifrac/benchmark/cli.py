@@ -21,6 +21,7 @@ VERBS = {  # verb: (module, one line of help)
     "memory": ("memory", "training's peak memory (PSS of the process tree), shipped against a change"),
     "prepare": ("prepare", "monaifrac prepare's throughput: one process against every core"),
     "big-film": ("big_film", "time and peak memory of reading and labelling one 6000 x 6000 film"),
+    "watch": ("watch", "film stored in a PACS -> its results stored, with monaifrac pacs-watch: latency, losses"),
     "compare": ("compare", "how much two inference runs' label maps differ, film by film"),
     "ddp-shutdown": ("ddp_shutdown", "aborts at exit of 2-rank gloo DDP runs, with and without our shutdown"),
 }

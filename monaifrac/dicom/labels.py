@@ -3,7 +3,7 @@
 A correction saved in any tool that stores a DICOM Segmentation of a film in the PACS (OHIF,
 Slicer, MONAI Label, ``monaifrac infer --dicom seg`` then corrected) is a label: this module finds,
 for every DX film (all studies, or one), the SEGs that reference it, reads the newest that can be
-a label of it with :func:`monaifrac.dicom.seg_read.read_seg_label`, and writes what
+a label of it with :func:`monaifrac.dicom.seg_read.read_fracture_label`, and writes what
 ``monaifrac prepare OUT --out PREPARED`` reads (:mod:`monaifrac.data.fracatlas`)::
 
     images/Fractured/<SOP Instance UID>.dcm       a film whose SEG marks fracture pixels (the film as retrieved)
@@ -42,7 +42,7 @@ from typing import Callable
 
 import numpy as np
 
-from monaifrac.dicom.seg_read import FRACTURE, SegLabel, read_seg_label, seg_time
+from monaifrac.dicom.seg_read import FRACTURE, SegLabel, read_fracture_label, seg_time
 from monaifrac.dicom.web import DEFAULT_TIMEOUT, Pacs, connect, films_of, instances_of
 from monaifrac.errors import InputError
 from monaifrac.io import atomic_path
@@ -135,14 +135,9 @@ def _newest_label(film, segs: list, result: PulledLabels) -> SegLabel | None:
             result.passed_over.append((sop, name, f"older than {chosen.sop_uid}"))
             continue
         try:
-            label = read_seg_label(seg, film, name=name)
+            chosen = read_fracture_label(seg, film, name=name)
         except InputError as err:
             result.passed_over.append((sop, name, err.problem))
-            continue
-        if not label.has_fracture:
-            result.passed_over.append((sop, name, "has no fracture segment: says nothing of fractures"))
-            continue
-        chosen = label
     if chosen is None:
         result.not_labels.append((sop, f"{len(segs)} SEG(s), none a label of it"))
     return chosen

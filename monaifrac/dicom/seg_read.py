@@ -210,4 +210,20 @@ def read_seg_label(seg, film, name: Optional[str] = None) -> SegLabel:
                     series_uid=str(seg.get("SeriesInstanceUID", "")), sop_uid=str(seg.get("SOPInstanceUID", "")))
 
 
-__all__ = ("BONE_CODES", "FRACTURE_CODES", "SegLabel", "read_seg_label", "seg_time")
+def read_fracture_label(seg, film, name: Optional[str] = None) -> SegLabel:
+    """:func:`read_seg_label` of a SEG that can be a training label of ``film``: one with a fracture segment.
+
+    A SEG of bone or soft tissue alone says nothing of fractures: as a label it would teach that the
+    film has none. Training labels (``pacs-pull --labels``, MONAI Label's datastore) take only these.
+
+    Raises:
+        InputError: as :func:`read_seg_label`, or the SEG has no fracture segment.
+    """
+    label = read_seg_label(seg, film, name)
+    if not label.has_fracture:
+        where = name or (str(seg) if isinstance(seg, (str, os.PathLike)) else _name(seg, None))
+        raise InputError(where, "has no fracture segment: it says nothing of fractures")
+    return label
+
+
+__all__ = ("BONE_CODES", "FRACTURE_CODES", "SegLabel", "read_fracture_label", "read_seg_label", "seg_time")

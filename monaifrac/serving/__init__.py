@@ -7,6 +7,6 @@ environment that ``scripts/monailabel-env.sh`` builds. ``scripts/monailabel-serv
 :mod:`monaifrac.serving.datastore` (MONAI Label's environment only: it imports ``monailabel``) is
 the app's datastore over a DICOMweb PACS (``scripts/monailabel-serve --dicomweb URL``).
 :mod:`monaifrac.serving.watch` (``monaifrac pacs-watch``) gives each new film of a PACS its DICOM
-results with the model held in-process by :mod:`monaifrac.serving.labeller`;
-:mod:`monaifrac.serving.watch_bench` times film → results on a real Orthanc.
+results with the model held in-process by :mod:`monaifrac.serving.labeller`
+(``monaifrac benchmark watch`` times film → results on a real Orthanc).
 """

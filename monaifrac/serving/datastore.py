@@ -234,7 +234,7 @@ class FilmDICOMwebDatastore(DICOMWebDatastore):
         SEG's is kept already; one that cannot be a label of the film is noted in :attr:`_not_labels` and logged."""
         import pydicom
 
-        from monaifrac.dicom.seg_read import read_seg_label
+        from monaifrac.dicom.seg_read import read_fracture_label
 
         tag = DefaultLabelTag.FINAL.value
         obj = datastore_objects(self).get(image_id)
@@ -249,15 +249,10 @@ class FilmDICOMwebDatastore(DICOMWebDatastore):
         label, problems = None, []
         for ds in instances:
             try:
-                label = read_seg_label(ds, film, name=f"SEG series {seg_uid}")
+                label = read_fracture_label(ds, film, name=f"SEG series {seg_uid}")
+                break
             except InputError as err:
                 problems.append(err.problem)
-                continue
-            if not label.has_fracture:
-                problems.append("it has no fracture segment: it says nothing of fractures")
-                label = None
-                continue
-            break
         if label is None:
             self._not_labels.add(seg_uid)
             logger.warning("SEG series %s of series %s is no label: %s", seg_uid, image_id,

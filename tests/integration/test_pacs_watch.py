@@ -11,6 +11,7 @@ in the PACS itself.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -271,3 +272,34 @@ def test_an_unreadable_film_is_one_line_and_other_series_are_ignored(orthanc, la
     assert after[good_ds.StudyInstanceUID] == captures_before.get(good_ds.StudyInstanceUID, 0) + 1
     for ds in other_ds:  # nothing new in the studies of the SC, SEG, SC-as-DX and CT
         assert after.get(ds.StudyInstanceUID, 0) == captures_before.get(ds.StudyInstanceUID, 0)
+
+
+# ------------------------------------------------------------------------------------- its benchmark
+
+
+def test_benchmark_watch_counts_each_film_and_each_object_in_the_pacs(tmp_path):
+    """``monaifrac benchmark watch`` on 4 synthetic films, burst then paced: every figure the README quotes is in
+    the JSON, and 'done', 'lost' and the objects in the PACS are counted, not assumed."""
+    if not ensure_orthanc_installed():
+        pytest.skip("no Orthanc with its DICOMweb plugin (`apt-get install orthanc orthanc-dicomweb`)")
+    if not MODEL.is_file():
+        pytest.skip(f"no shipped weights at {MODEL}")
+    from tests.integration.conftest import check_rc, run_cmd
+
+    out = tmp_path / "watch.json"
+    stdout = check_rc(run_cmd([sys.executable, "-m", "monaifrac.benchmark", "watch", "--films", "4", "--mode", "burst",
+                               "paced", "--interval", "0.3", "--poll", "0.2", "--synthetic", "--dicom", "sr,sc",
+                               "--json", str(out)], timeout=600))
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "watch" and report["machine"]["cpu"] and report["results"]["source"] == "synthetic"
+    assert report["tables"][0]["title"] in stdout and "goal burst of 4: latency p50 <= 3 s" in stdout
+    for mode in ("burst", "paced"):
+        r = report["results"]["modes"][mode]
+        assert r["done"] == r["state_lines"] == 4 and r["lost"] == 0 and r["duplicate_lines"] == 0, r
+        assert r["results_in_pacs"] == {"sr": 4, "sc": 4}  # Orthanc's own count of the objects stored
+        lat = r["latency_s"]
+        assert lat["n"] == 4 and 0 < lat["median"] <= lat["p95"] <= lat["max"]
+        assert 0 < r["label_s"]["median"] and r["label_s"]["max"] < lat["max"]  # labelling is a part of the wait
+    assert report["results"]["modes"]["paced"]["interval_s"] == 0.3
+    met = {g["goal"].split(":")[0]: g["met"] for g in report["goals"]}
+    assert set(met) == {"burst", "paced", "burst of 4"} and met["burst"] and met["paced"]

@@ -14,7 +14,7 @@ from pydicom.sr.coding import Code
 
 from monaifrac.dicom.films import write_dx
 from monaifrac.dicom.seg import make_segmentation
-from monaifrac.dicom.seg_read import read_seg_label, seg_time
+from monaifrac.dicom.seg_read import read_fracture_label, read_seg_label, seg_time
 from monaifrac.errors import InputError
 from tests.conftest import draw_film
 
@@ -142,6 +142,18 @@ def test_an_empty_fracture_segment_says_no_fracture(film):
     seg = _dataset(make_segmentation(film, np.where(_label() == 2, 1, _label()), None))
     got = read_seg_label(seg, film)
     assert got.has_fracture and not (got.label == 2).any() and (got.label == 1).any()
+
+
+def test_a_training_label_needs_a_fracture_segment(film):
+    """A bone-only SEG reads as a label map, but is no training label: it says nothing of fractures (an empty
+    fracture segment does: no fracture on this film)."""
+    bone_only = _dataset(_foreign_seg([film], (_label() >= 1)[None, ..., None], [_segment(1, "bone", BONE_STRUCTURE,
+                                                                                         TISSUE)]))
+    assert read_seg_label(bone_only, film).has_bone
+    with pytest.raises(InputError, match=r"^SEG .*: has no fracture segment: it says nothing of fractures$"):
+        read_fracture_label(bone_only, film)
+    empty = _dataset(make_segmentation(film, np.where(_label() == 2, 1, _label()), None))
+    assert not (read_fracture_label(empty, film).label == 2).any()
 
 
 def test_seg_time_prefers_the_series_then_content_then_creation():
