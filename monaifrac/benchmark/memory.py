@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from monaifrac.benchmark import timing
 from monaifrac.benchmark.processes import GIB, descendants, pss_rss_kib
 from monaifrac.benchmark.tables import Report, Table, num, progress
 from monaifrac.bundle import REPO_BUNDLE
@@ -60,7 +61,7 @@ def run_training(dataset_dir: str, overrides: list[str], iters: int, workers: in
                f"val_interval={1 if validate else 1000000}", "early_stop_patience=1000000",
                *([f"init_from={SHIPPED}"] if SHIPPED.is_file() else []), *overrides]
         log = Path(root) / "train.log"
-        start = time.perf_counter()
+        start = timing.clock()
         with open(log, "w") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
             peak_pss = peak_rss_main = peak_procs = last_pss = 0
@@ -69,12 +70,12 @@ def run_training(dataset_dir: str, overrides: list[str], iters: int, workers: in
                 sizes = [pss_rss_kib(p) for p in descendants(proc.pid)]
                 total = sum(s[0] for s in sizes)
                 if total > peak_pss:
-                    peak_pss, peak_at = total, time.perf_counter() - start
+                    peak_pss, peak_at = total, timing.clock() - start
                 last_pss = total or last_pss
                 peak_rss_main = max(peak_rss_main, sizes[0][1])
                 peak_procs = max(peak_procs, sum(1 for s in sizes if s[0]))
                 time.sleep(0.2)
-        wall = time.perf_counter() - start
+        wall = timing.clock() - start
         if proc.returncode != 0:
             raise RuntimeError(f"training failed ({proc.returncode}): {' '.join(cmd)}\n" + log.read_text()[-3000:])
     return {"overrides": overrides, "peak_pss_gib": peak_pss * 1024 / GIB, "peak_rss_main_gib": peak_rss_main * 1024

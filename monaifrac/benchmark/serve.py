@@ -306,16 +306,13 @@ class Labels:
         return ok
 
 
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
 def summarize(rows: list[dict], wall: float, labels: Labels) -> dict:
     ok = [r for r in rows if r["status"] == 200]
     wrong = sum(not labels.correct(r["kind"], r["body"]) for r in ok)
     times = [r["s"] for r in rows]
     return {"requests": len(rows), "errors": len(rows) - len(ok), "wrong_labels": wrong,
-            "p50_s": percentile(times, 50), "p95_s": percentile(times, 95), "mean_s": statistics.fmean(times),
+            "p50_s": timing.quantile(times, 0.5), "p95_s": timing.quantile(times, 0.95),
+            "mean_s": statistics.fmean(times),
             "wall_s": wall, "films_per_s": len(rows) / wall,
             "statuses": sorted({r["status"] for r in rows})}
 
@@ -560,7 +557,8 @@ def run_soak(server: Server, args, small: list[Path], content: dict, labels: Lab
         "requests": args.requests, "clients": args.soak_clients, "wall_s": wall, "answered": len(tally.rows),
         "good": len(good), "good_200": sum(r["status"] == 200 for r in good),
         "good_correct": sum(r["status"] == 200 and labels.correct(r["kind"], r["body"]) for r in good),
-        "good_p50_s": percentile([r["s"] for r in good], 50), "good_p95_s": percentile([r["s"] for r in good], 95),
+        "good_p50_s": timing.quantile([r["s"] for r in good], 0.5),
+        "good_p95_s": timing.quantile([r["s"] for r in good], 0.95),
         "bad": n_bad, "bad_4xx": sum(400 <= r["status"] < 500 for r in bads),
         "bad_expected_code": sum(r["status"] == r["expected"] for r in bads), "bad_by_kind": by_kind,
         "rss_mb": rss, "rss_from_request": SOAK_RSS_FROM if args.requests > SOAK_RSS_FROM else 0,
