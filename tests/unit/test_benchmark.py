@@ -218,3 +218,8 @@ def test_memory_prepare_and_big_film(prepared_mini, tmp_path):
     assert rows["big film 256x256"]["peak_rss_mb"] > rows["read"]["rss_after_import_mb"]
     assert rows["start-up (small film)"]["film"] == "48x32"
     assert rows["import monai"]["wall_s"]["n"] == 1
+    # the command's answers, measured (not assumed) in fresh processes, 5 times each, against their goals
+    assert rows["monaifrac --help"]["wall_s"]["n"] == rows["monaifrac infer MISSING"]["wall_s"]["n"] == 5
+    assert 0 < rows["monaifrac --help"]["wall_s"]["median"] < rows["import monai"]["wall_s"]["median"]
+    goals = {g["goal"].split(" <=")[0]: g for g in result["goals"]}
+    assert goals["monaifrac --help"]["measured"] == f"{rows['monaifrac --help']['wall_s']['median']:.2f} s"
