@@ -63,11 +63,15 @@ def usage_since(start: tuple) -> tuple:
 
 
 def recipe(config) -> dict:
-    """What one sample of the config's training batch is: a crop (an id ``num_samples``: patches.json) or a
-    whole film padded to ``film_size`` (train.json); how many a film gives, and their size."""
+    """What one sample of the config's training batch is: a crop (an id ``num_samples``: patches.json; or one
+    ``film_crop`` of the enlarged film: train.json above 1x) or a whole film padded to ``film_size`` (train.json
+    at 1x); how many a film gives, and their size."""
     if "num_samples" in config:
         return {"recipe": "crops", "samples_per_film": int(config.get_parsed_content("num_samples")),
                 "sample_size": list(config.get_parsed_content("patch_size"))}
+    crop = config.get_parsed_content("film_crop") if "film_crop" in config else None
+    if crop:
+        return {"recipe": "crops", "samples_per_film": 1, "sample_size": list(crop)}
     return {"recipe": "whole films", "samples_per_film": 1, "sample_size": list(config.get_parsed_content("film_size"))}
 
 

@@ -125,15 +125,16 @@ def test_train_pipeline_tiny_unet_on_crops(prepared_mini, tmp_path):
     assert [g["goal"] for g in result["goals"]] == ["bundle/bare >= 0.9 (fp32)", "bundle/bare >= 0.9 (bf16)"]
 
 
-def test_train_pipeline_default_recipe_whole_films(prepared_mini, tmp_path):
-    """train.json as it ships: PresenceFlexibleUNet (channels_last, 4 output channels), PresenceLoss, whole films
-    padded to film_size drawn by FracturedAndNormalsSampler; the bare step runs the very same batch shape,
-    layout and loss terms."""
+@pytest.mark.parametrize("scale, recipe", [(1.5, "crops"), (1.0, "whole films")])
+def test_train_pipeline_default_recipe(prepared_mini, tmp_path, scale, recipe):
+    """train.json as it ships: PresenceFlexibleUNet (channels_last, 4 output channels), PresenceLoss, films drawn
+    by FracturedAndNormalsSampler, at the shipped 1.5x one 64 x 64 crop of each enlarged film (film_crop), at
+    1x the whole film padded to film_size; the bare step runs the very same batch shape, layout and loss terms."""
     result, stdout = benchmark("train", str(prepared_mini), "--iters", "2", "--warmup", "1", "--films", "2",
                                "--num-workers", "0", "--threads", "1", "--precision", "fp32", "bf16",
-                               "--set", *SMALL_FILMS, json_out=tmp_path / "train.json")
+                               "--set", *SMALL_FILMS, f"film_scale={scale}", json_out=tmp_path / "train.json")
     r = result["results"]
-    assert (r["recipe"], r["samples_per_film"], r["sample_size"]) == ("whole films", 1, [64, 64])
+    assert (r["recipe"], r["samples_per_film"], r["sample_size"]) == (recipe, 1, [64, 64])
     assert r["batch_films"] == 2 and r["samples_per_iteration"] == 2
     # max_items 2 alternates a fractured and a normal film; the sampler takes the fractured one and one normal
     assert r["films"] == 2 and r["iterations_per_loader_pass"] == 1
@@ -141,14 +142,15 @@ def test_train_pipeline_default_recipe_whole_films(prepared_mini, tmp_path):
         p = r[precision]
         assert p["bundle"]["autocast_active"] is (precision == "bf16")
         for kind in ("bundle", "bare"):
-            assert p[kind]["samples"] == 2 * 2  # 2 timed iterations x 2 whole films
+            assert p[kind]["samples"] == 2 * 2  # 2 timed iterations x 2 films, one sample each
         layout = p["bundle"]["layout"]
         assert layout == p["bare"]["layout"]
         assert layout["batch_shapes"] == [[2, 1, 64, 64]] and layout["input_strides"] == [[64 * 64, 64 * 64, 64, 1]]
         assert layout["weights"] == "channels_last"
         assert layout["output_channels"] == [4] and layout["loss_terms"] == ["presence", "seg"]
         assert f"{precision}: the bare step runs the bundle's batch 2x1x64x64" in stdout
-    assert "whole films, padded to 64x64" in stdout and "warning" not in stdout
+    said = "2 films x 1 crops = 2 samples (crops) of 64x64" if scale > 1 else "whole films, padded to 64x64"
+    assert said in stdout and "warning" not in stdout
 
 
 def test_gpu_recipe_trains_on_a_cpu_through_the_benchmark(prepared_mini, tmp_path):
