@@ -76,19 +76,28 @@ class LimitLongSide(Transform):
         mode: interpolation, ``"area"`` for a film, ``"nearest"`` for a label map. ``"area"`` averages
             when reducing and becomes ``"bilinear"`` when enlarging (area would copy pixels into blocks).
         scale: the bundle's ``film_scale``.
+        reduce_only: only ever reduce: a film the scale would enlarge is returned as it is. Training's
+            cache holds films this way (a scan reduced straight to the film scale, keeping what detail the
+            scale allows; a 373 x 454 film at its stored size, not 2.25x its pixels at 1.5x) and the same
+            transform without ``reduce_only`` enlarges each film when it is drawn.
 
-    ``__call__(img)``: img (C, *spatial) → (C, *scaled spatial), a MetaTensor where img is one.
+    ``__call__(img)``: img (C, *spatial) → (C, *scaled spatial), a MetaTensor where img is one; a film
+    already at the shape the network sees it at is returned untouched.
     """
 
-    def __init__(self, max_size: int = 480, size: int = 454, mode: str = "area", scale: float = 1.0):
+    def __init__(self, max_size: int = 480, size: int = 454, mode: str = "area", scale: float = 1.0,
+                 reduce_only: bool = False):
         if size > max_size:
             raise ValueError(f"size ({size}) must not exceed max_size ({max_size})")
         film_shape([1, 1], scale)  # validates the scale
         self.max_size, self.size, self.mode, self.scale = max_size, size, mode, float(scale)
+        self.reduce_only = bool(reduce_only)
 
     def __call__(self, img):
         shape = film_shape(img.shape[1:], self.scale, self.max_size, self.size)
-        if shape is None:
+        if shape is None or list(shape) == [int(s) for s in img.shape[1:]]:
+            return img
+        if self.reduce_only and math.prod(shape) > math.prod(img.shape[1:]):
             return img
         mode = self.mode
         if mode == "area" and math.prod(shape) > math.prod(img.shape[1:]):
@@ -105,10 +114,11 @@ class LimitLongSided(MapTransform):
     """Dictionary form of :class:`LimitLongSide`, one ``mode`` per key."""
 
     def __init__(self, keys: KeysCollection, max_size: int = 480, size: int = 454,
-                 mode: str | Sequence[str] = "area", scale: float = 1.0, allow_missing_keys: bool = False):
+                 mode: str | Sequence[str] = "area", scale: float = 1.0, reduce_only: bool = False,
+                 allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
         modes = [mode] * len(self.keys) if isinstance(mode, str) else list(mode)
-        self.limiters = {k: LimitLongSide(max_size, size, m, scale) for k, m in zip(self.keys, modes)}
+        self.limiters = {k: LimitLongSide(max_size, size, m, scale, reduce_only) for k, m in zip(self.keys, modes)}
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)

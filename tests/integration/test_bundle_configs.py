@@ -145,16 +145,16 @@ def test_training_cache_holds_films_at_their_own_bit_depth_and_training_sees_flo
     from monaifrac.transforms import percentile_window
 
     parser = parser_of(TRAIN_JSON, *([PATCHES_JSON] if recipe == "patches" else []))
-    # 128 px: every synthetic film (160-192 px) is resampled, as FracAtlas' large scans are
+    # over 128 px every synthetic film (160-192 px) is a scan, reduced to 96 x the scale, as FracAtlas' are
     parser.update({"dataset_dir": str(prepared.dataset_dir), "bundle_root": str(tmp_path),
-                   "num_workers": 0, "film_max_side": 128, "film_long_side": 128})
+                   "num_workers": 0, "film_max_side": 128, "film_long_side": 96})
     dataset = parser.get_parsed_content("train#dataset")
     scale = parser.get_parsed_content("film_scale")
     assert len(dataset._cache) == len(prepared.section("training"))
     for item, entry in zip(dataset._cache, dataset.data):
         assert item["image"].dtype == torch.uint8 and item["label"].dtype == torch.uint8
         if recipe == "whole_film":
-            assert max(item["image"].shape[1:]) == round(128 * scale)  # resampled, and still uint8
+            assert max(item["image"].shape[1:]) == round(96 * scale)  # resampled, and still uint8
         as_read = LoadImage(reader="monaifrac.io.RadiographReader", image_only=True)(entry["image"])
         assert max(as_read.shape) > 128 and item["image_window"] == percentile_window(as_read, 0.5, 99.5)
     crops = dataset[0]
@@ -168,6 +168,33 @@ def test_training_cache_holds_films_at_their_own_bit_depth_and_training_sees_flo
     assert all(float(c["image"].min()) >= -0.2 and float(c["image"].max()) <= 1.2 for c in crops)  # [0, 1], ±10 %
     # augmentation runs untracked: plain tensors reach the loader (no MetaTensor bookkeeping per crop)
     assert all(type(c[key]) is torch.Tensor for c in crops for key in ("image", "label"))
+
+
+def test_training_cache_holds_films_at_their_stored_size_and_enlarges_each_when_drawn(prepared, tmp_path):
+    """At 1.5x the cache holds a film that is not a scan at its stored size (not 2.25x its pixels) and the
+    scale transforms enlarge it when it is drawn, to exactly the pixels enlarging before the cache gave."""
+    from monai.transforms import Compose
+
+    from monaifrac.transforms import LimitLongSided
+
+    parser = parser_of(TRAIN_JSON)
+    # 256 px: no synthetic film (160-192 px) is a scan, as FracAtlas' 373 x 454 films are not
+    parser.update({"dataset_dir": str(prepared.dataset_dir), "bundle_root": str(tmp_path), "num_workers": 0,
+                   "film_max_side": 256, "film_long_side": 240, "film_scale": 1.5})
+    dataset = parser.get_parsed_content("train#dataset")
+    deterministic = Compose(parser.get_parsed_content("train#deterministic_transforms"))
+    enlarge = parser.get_parsed_content("train#scale_transforms")[0]
+    before_cache = LimitLongSided(["image", "label"], 256, 240, mode=["area", "nearest"], scale=1.5)
+    for item, entry in zip(dataset._cache, dataset.data):
+        stored = deterministic(dict(entry))
+        assert item["image"].shape == stored["image"].shape  # cached as stored
+        drawn, enlarged = enlarge(dict(item)), before_cache(stored)
+        assert list(drawn["image"].shape[1:]) == [round(s * 1.5) for s in stored["image"].shape[1:]]
+        for key in ("image", "label"):
+            assert torch.equal(torch.as_tensor(drawn[key]), torch.as_tensor(enlarged[key]))
+    sample = dataset[0]
+    sample = sample[0] if isinstance(sample, list) else sample
+    assert tuple(sample["image"].shape) == (1, 256, 256)  # a film_crop of the enlarged film
 
 
 def test_validation_cache_holds_films_at_their_own_bit_depth_and_the_evaluator_gets_what_inference_sees(

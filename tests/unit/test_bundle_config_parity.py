@@ -35,7 +35,7 @@ TRAIN_MODES: dict[tuple[str, ...], set[str]] = {
     # its memory_format (channels_last) is train.json's; it differs after unet.json or basic_unet.json
     ("gpu_train",): {
         "+ compile", "+ cache_workers", "+ cache_to_device",
-        "+ train#crop_index_transforms#2 @cache_to_device", "+ validate#crop_index_transforms#0 @cache_to_device",
+        "+ train#crop_index_transforms#1 @cache_to_device", "+ validate#crop_index_transforms#0 @cache_to_device",
         "~ train#dataset#num_workers", "~ train#dataloader#_target_", "~ train#dataloader#num_workers",
         "+ train#trainer#compile",
         "~ validate#dataset#num_workers", "~ validate#dataloader#_target_", "~ validate#dataloader#num_workers",
@@ -48,6 +48,8 @@ TRAIN_MODES: dict[tuple[str, ...], set[str]] = {
     ("patches",): {
         "+ num_samples", "+ crop_ratios", "~ film_size",
         "~ train#crop_index_transforms",  # scans at their own scale, class indices for the crops
+        # nor enlarged after the cache
+        "- train#scale_transforms#0 monaifrac.transforms.LimitLongSided", "- train#scale_transforms#1 SpatialPadd",
         "~ train#random_transforms#0#_disabled_", "~ train#random_transforms#0#spatial_size",
         "~ train#random_transforms#0#ratios", "~ train#random_transforms#0#num_samples",
         "+ train#random_transforms#0#indices_key",

@@ -71,6 +71,18 @@ def test_limit_long_side_shrinks_only_large_films():
         LimitLongSide(400, 454)
 
 
+def test_limit_long_side_reduce_only_leaves_the_enlarging_to_a_second_pass():
+    """``reduce_only`` (training's cache) reduces a scan straight to the film scale and keeps a film the scale
+    would enlarge as stored; the second pass enlarges that film and leaves the scan, already at its shape."""
+    film, scan = torch.rand(1, 454, 373), torch.rand(1, 2304, 1800)
+    cache, draw = LimitLongSide(480, 454, scale=1.5, reduce_only=True), LimitLongSide(480, 454, scale=1.5)
+    assert cache(film) is film
+    cached_scan = cache(scan)
+    assert tuple(cached_scan.shape) == (1, 681, round(1800 * 681 / 2304))
+    assert draw(cached_scan) is cached_scan  # already at the shape the network sees
+    assert torch.equal(draw(cache(film)), draw(film)) and tuple(draw(film).shape) == (1, 681, 560)
+
+
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.uint16])
 def test_limit_long_side_keeps_an_integer_film_at_its_own_bit_depth(dtype):
     """A film cached at its own bit depth stays there when a scan is resampled: the float resampling, rounded."""
