@@ -97,11 +97,10 @@ class LimitLongSide(Transform):
         shape = film_shape(img.shape[1:], self.scale, self.max_size, self.size)
         if shape is None or list(shape) == [int(s) for s in img.shape[1:]]:
             return img
-        if self.reduce_only and math.prod(shape) > math.prod(img.shape[1:]):
+        enlarging = math.prod(shape) > math.prod(img.shape[1:])
+        if self.reduce_only and enlarging:
             return img
-        mode = self.mode
-        if mode == "area" and math.prod(shape) > math.prod(img.shape[1:]):
-            mode = "bilinear"
+        mode = "bilinear" if self.mode == "area" and enlarging else self.mode
         out = Resize(spatial_size=shape, mode=mode)(img)
         if isinstance(img, torch.Tensor) and not img.dtype.is_floating_point and img.dtype != torch.bool:
             # a film cached at its own bit depth (and a label map) stays there
