@@ -265,7 +265,9 @@ class OrthancServer:
             except (ValueError, KeyError, TypeError):
                 raise OrthancError(f"{path}: not a credentials file of monaifrac (expected JSON with \"user\" and "
                                    "\"password\"); delete it to have new ones generated") from None
-        user, password = DEFAULT_USER, secrets.token_urlsafe(24)
+        # hex, not token_urlsafe: one password in 64 of those starts with "-", and `--password -x...` then reads
+        # as an option to every argparse command line it is pasted into
+        user, password = DEFAULT_USER, secrets.token_hex(24)
         _write_private(path, json.dumps({"user": user, "password": password}, indent=2) + "\n")
         return user, password, path
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -120,6 +121,7 @@ def test_generated_credentials_are_kept_private(pacs):
     saved = json.loads(pacs.credentials_path.read_text())
     assert (saved["user"], saved["password"]) == pacs.auth
     assert len(pacs.auth[1]) >= 24
+    assert re.fullmatch(r"[0-9a-f]+", pacs.auth[1]), "a generated password must paste into a command line as is"
     for path in (pacs.credentials_path, pacs.config_path):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
